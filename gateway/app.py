@@ -1,0 +1,123 @@
+"""create_app: wire config, policy, routing, storage and metrics into an aiohttp application.
+
+The data flow is visible in the routes: the write handlers validate and hand each accepted
+write to the app's WriteSink (the local store), which returns once the write is durable.
+Storage opens and closes with the app (cleanup_ctx), so tests and `run` share one lifecycle.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Callable
+
+import structlog
+from aiohttp import web
+from prometheus_client import CollectorRegistry
+
+from gateway import __version__
+from gateway.auth.policy import Policy
+from gateway.auth.policyfile import load_policy
+from gateway.config import Config
+from gateway.errors import StartupError
+from gateway.http import endpoints
+from gateway.http.middleware import edge
+from gateway.http.state import STATE, GatewayState
+from gateway.http.write import v1_write, v2_write
+from gateway.observability import Metrics
+from gateway.routing import Router, compile_rewrite
+from gateway.store import LocalStore
+from gateway.timepolicy import TimePolicy
+
+RETENTION_INTERVAL_S = 60.0
+log = structlog.get_logger("gateway")
+
+
+def build_router(config: Config) -> Router:
+    """The router for this config: rewrite rules, upstream patterns, store patterns."""
+    return Router(
+        [compile_rewrite(rule.match, rule.database) for rule in config.rewrite],
+        [(up.name, up.databases) for up in config.upstreams],
+        config.store.databases if config.store_enabled else None,
+    )
+
+
+def create_app(
+    config: Config,
+    *,
+    clock: Callable[[], int] = time.time_ns,
+    registry: CollectorRegistry | None = None,
+    policy: Policy | None = None,
+) -> web.Application:
+    """The gateway as an aiohttp application; storage opens on startup, closes on cleanup."""
+    if config.upstreams:
+        raise StartupError(
+            "forwarding to [[upstreams]] is not available in this version; "
+            "remove them to use the local store"
+        )
+    if policy is None:
+        policy = load_policy(config.policy_path)
+    store = LocalStore(
+        config.store_path,
+        retention_ns=int(config.store.retention * 1e9) if config.store.retention else None,
+        fsync=config.buffer.fsync,
+        clock=clock,
+    )
+    state = GatewayState(
+        config=config,
+        metrics=Metrics(registry if registry is not None else CollectorRegistry()),
+        policy=policy,
+        router=build_router(config),
+        time_policy=TimePolicy(config.precision),
+        sink=store,
+        clock=clock,
+        version=__version__,
+    )
+    app = web.Application(
+        middlewares=[edge],
+        client_max_size=config.server.max_body_bytes,
+        handler_args={
+            "max_line_size": config.server.max_header_bytes,
+            "max_field_size": config.server.max_header_bytes,
+        },
+    )
+    app[STATE] = state
+    app.router.add_post("/api/v2/write", v2_write)
+    app.router.add_post("/write", v1_write)
+    app.router.add_get("/ping", endpoints.ping)
+    app.router.add_get("/health", endpoints.health)
+    app.router.add_get("/ready", endpoints.ready)
+    app.router.add_get("/metrics", endpoints.metrics)
+    app.router.add_route("*", "/api/v2/query", endpoints.v2_query)
+    app.router.add_get("/query", endpoints.query)
+    app.router.add_post("/query", endpoints.query)
+
+    async def storage(app: web.Application) -> AsyncIterator[None]:
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(None, store.open)
+        retention = asyncio.create_task(_retention_loop(store))
+        state.ready = True
+        yield
+        state.ready = False
+        state.shutting_down = True
+        retention.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await retention
+        await store.close()
+
+    app.cleanup_ctx.append(storage)
+    return app
+
+
+async def _retention_loop(store: LocalStore) -> None:
+    """Enforce the store's retention at start-up and every minute."""
+    loop = asyncio.get_running_loop()
+    while True:
+        try:
+            freed = await loop.run_in_executor(None, store.enforce_retention)
+            if freed:
+                log.info("retention enforced", bytes_freed=freed)
+        except Exception:  # noqa: BLE001 - a failed sweep must not stop the next one
+            log.exception("retention sweep failed")
+        await asyncio.sleep(RETENTION_INTERVAL_S)

@@ -1,0 +1,139 @@
+"""Record framing: one accepted write as bytes on disk, with a checksum. Pure, no I/O.
+
+A frame is::
+
+    magic  u8     FRAME_MAGIC (0xC1: format version 1; a zero-filled tail never looks valid)
+    length u32    bytes after the 9-byte prefix (header + strings + payload)
+    crc    u32    zlib.crc32 over magic+length, then header, strings and payload
+    header        struct "<qqqIBHH": received_ns, min_time_ns, max_time_ns, lines,
+                  precision code, len(database), len(token)
+    database      utf-8
+    token         utf-8 (the token's name, never a token value)
+    payload       normalized line protocol
+
+All integers are little-endian. A frame that is cut short or fails its checksum ends a stream:
+`decode_stream` yields the valid prefix, and the caller learns the valid end from the last offset
+it was given. `next_frame_size` lets a chunked reader tell "need more bytes" from "corrupt".
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+FRAME_MAGIC = 0xC1
+_PREFIX = struct.Struct("<BII")  # magic, length, crc
+_LENGTH = struct.Struct("<BI")  # the checksummed part of the prefix
+_CRC = struct.Struct("<I")
+_HEADER = struct.Struct("<qqqIBHH")
+PREFIX_SIZE = _PREFIX.size
+MAX_FRAME_BODY = 2**32 - 1
+
+_PRECISION_CODES = {"ns": 0, "us": 1, "ms": 2, "s": 3, "m": 4, "h": 5}
+_PRECISIONS = {code: name for name, code in _PRECISION_CODES.items()}
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One accepted write: where it goes, who sent it, its time range and its lines."""
+
+    database: str
+    precision: str  # "ns" | "us" | "ms" | "s"
+    received_ns: int  # gateway receive time
+    token: str  # token NAME (never a token value)
+    lines: int  # number of lines in payload
+    min_time_ns: int  # min/max line timestamps in ns (for retention / filtering)
+    max_time_ns: int
+    payload: bytes  # normalized line protocol
+
+
+def encode(record: Record) -> bytes:
+    """The frame for `record`; raises ValueError for a record that cannot be framed."""
+    database = record.database.encode()
+    token = record.token.encode()
+    code = _PRECISION_CODES.get(record.precision)
+    if code is None:
+        raise ValueError(f"unknown precision {record.precision!r}")
+    try:
+        header = _HEADER.pack(
+            record.received_ns,
+            record.min_time_ns,
+            record.max_time_ns,
+            record.lines,
+            code,
+            len(database),
+            len(token),
+        )
+    except struct.error as e:
+        raise ValueError(f"record does not fit the frame header: {e}") from None
+    meta = header + database + token  # small; the payload is copied once, by the join below
+    length = len(meta) + len(record.payload)
+    if length > MAX_FRAME_BODY:
+        raise ValueError(f"record of {length} bytes is larger than a frame can hold")
+    checked = _LENGTH.pack(FRAME_MAGIC, length)
+    crc = zlib.crc32(record.payload, zlib.crc32(meta, zlib.crc32(checked)))
+    return b"".join((checked, _CRC.pack(crc), meta, record.payload))
+
+
+def next_frame_size(buf: bytes | memoryview, offset: int) -> int | None:
+    """Size the frame at `offset` needs (PREFIX_SIZE until its prefix is complete).
+
+    None when the bytes already there cannot start a frame (wrong magic byte). Compare the
+    result with the bytes available: more needed means incomplete, enough means corrupt
+    (when `decode_stream` stopped there).
+    """
+    available = len(buf) - offset
+    if available <= 0:
+        return PREFIX_SIZE
+    if buf[offset] != FRAME_MAGIC:
+        return None
+    if available < PREFIX_SIZE:
+        return PREFIX_SIZE
+    _magic, length, _crc = _PREFIX.unpack_from(buf, offset)
+    return PREFIX_SIZE + int(length)
+
+
+def decode_stream(buf: bytes | memoryview, offset: int = 0) -> Iterator[tuple[int, Record]]:
+    """Yield (end offset, record) for each valid frame from `offset`; stop at the first bad one."""
+    view = memoryview(buf)
+    size = len(view)
+    while offset + PREFIX_SIZE <= size:
+        magic, length, crc = _PREFIX.unpack_from(view, offset)
+        end = offset + PREFIX_SIZE + length
+        if magic != FRAME_MAGIC or end > size:
+            return
+        body = view[offset + PREFIX_SIZE : end]
+        if zlib.crc32(body, zlib.crc32(view[offset : offset + _LENGTH.size])) != crc:
+            return
+        record = _decode_body(body)
+        if record is None:
+            return
+        yield end, record
+        offset = end
+
+
+def _decode_body(body: memoryview) -> Record | None:
+    if len(body) < _HEADER.size:
+        return None
+    received, min_time, max_time, lines, code, db_len, token_len = _HEADER.unpack_from(body)
+    precision = _PRECISIONS.get(code)
+    strings_end = _HEADER.size + db_len + token_len
+    if precision is None or strings_end > len(body):
+        return None
+    try:
+        database = str(body[_HEADER.size : _HEADER.size + db_len], "utf-8")
+        token = str(body[_HEADER.size + db_len : strings_end], "utf-8")
+    except UnicodeDecodeError:
+        return None
+    return Record(
+        database=database,
+        precision=precision,
+        received_ns=received,
+        token=token,
+        lines=lines,
+        min_time_ns=min_time,
+        max_time_ns=max_time,
+        payload=bytes(body[strings_end:]),
+    )

@@ -1,0 +1,301 @@
+"""The durable segmented append-only log: group commit on the loop, readers, housekeeping.
+
+Records of any database go into numbered segment files (segmentfile.py). Callers `append` on
+the event loop; appends that arrive while a flush runs wait for the next one, and a single
+flusher hands all of them to the SegmentWriter (segmentwriter.py) in a worker thread: one
+vectored write plus one fsync, so N concurrent appends share about one fsync and the loop never
+blocks on the disk. A failed write is cut back to the last good end, so the log stays consistent
+and later appends work once the cause (a full disk) is gone.
+
+Readers (`read`, `segments`, `segment_summary`) only look at files, so a read-only SegmentLog in
+another process (the CLI) sees what the writer has made durable, up to the current valid end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from collections.abc import Generator, Iterator, Sequence
+from concurrent.futures import Executor, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import structlog
+
+from gateway.buffer.record import Record
+from gateway.buffer.segmentfile import (
+    ScanEnd,
+    SegmentSummary,
+    list_segments,
+    open_read,
+    read_index,
+    scan_segment,
+    segment_path,
+    storage_error,
+    summarize_segment,
+)
+from gateway.buffer.segmentwriter import (
+    START,
+    FsyncMode,
+    Position,
+    RecoveryReport,
+    SegmentWriter,
+    Syscalls,
+)
+from gateway.errors import CorruptRecordError, StorageError
+
+__all__ = [
+    "START",
+    "FsyncMode",
+    "Position",
+    "RecoveryReport",
+    "SegmentLog",
+    "SegmentSummary",
+    "Syscalls",
+]
+
+
+@dataclass
+class _Append:
+    records: Sequence[Record]
+    future: asyncio.Future[Position] = field(repr=False)
+
+
+class SegmentLog:
+    """A directory of segments with one writer (this object, unless read-only) and many readers."""
+
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        segment_bytes: int = 64 * 2**20,
+        fsync: FsyncMode = "always",
+        fsync_interval: float = 1.0,
+        read_only: bool = False,
+        executor: Executor | None = None,
+        syscalls: Syscalls | None = None,
+    ) -> None:
+        self._directory = directory
+        self._fsync_mode: FsyncMode = fsync
+        self._fsync_interval = fsync_interval
+        self._read_only = read_only
+        self._executor = executor
+        self._owns_executor = False
+        self._writer = SegmentWriter(
+            directory,
+            segment_bytes=segment_bytes,
+            fsync_mode=fsync,
+            syscalls=syscalls or Syscalls(),
+        )
+        self._state: Literal["new", "open", "closing", "closed"] = "new"
+        self._pending: list[_Append] = []
+        self._flusher: asyncio.Task[None] | None = None
+        self._syncer: asyncio.Task[None] | None = None
+
+    @property
+    def directory(self) -> Path:
+        """The directory holding the segments."""
+        return self._directory
+
+    @property
+    def _writing(self) -> bool:
+        return not self._read_only and self._state in ("open", "closing")
+
+    def open(self) -> RecoveryReport:
+        """Find the segments; a writer cuts a torn tail off the last one. Reports what it found."""
+        if self._state != "new":
+            raise StorageError(f"segment log {self._directory} was already opened")
+        if self._read_only:
+            self._state = "open"
+            found = list_segments(self._directory)
+            return RecoveryReport(len(found), self.end, 0, 0, 0)
+        report = self._writer.recover()
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="segmentlog")
+            self._owns_executor = True
+        self._state = "open"
+        return report
+
+    # -- writing -------------------------------------------------------------------------------
+
+    async def append(self, records: Sequence[Record]) -> Position:
+        """Append `records`; returns, durable per the fsync mode, the position after them."""
+        if self._read_only or self._state != "open":
+            raise StorageError(f"segment log {self._directory} is not open for writing")
+        loop = asyncio.get_running_loop()
+        pending = _Append(records, loop.create_future())
+        self._pending.append(pending)
+        if self._flusher is None or self._flusher.done():
+            self._flusher = loop.create_task(self._flush_pending())
+        if self._fsync_mode == "interval" and self._syncer is None:
+            self._syncer = loop.create_task(self._sync_periodically())
+        return await pending.future
+
+    async def _flush_pending(self) -> None:
+        loop = asyncio.get_running_loop()
+        while self._pending:
+            batch = [p for p in self._pending if not p.future.done()]  # skip cancelled callers
+            self._pending = []
+            if not batch:
+                continue
+            try:
+                results = await loop.run_in_executor(
+                    self._executor, self._writer.write_batch, [p.records for p in batch]
+                )
+            except asyncio.CancelledError:
+                _fail(batch, StorageError("append interrupted: the log is shutting down"))
+                raise
+            except Exception as e:  # a bug or a dead executor; never leave callers hanging
+                _fail(batch, StorageError(f"append failed: {e!r}"))
+                continue
+            for pending, result in zip(batch, results, strict=True):
+                if pending.future.done():
+                    continue
+                if isinstance(result, Position):
+                    pending.future.set_result(result)
+                else:
+                    pending.future.set_exception(result)
+
+    async def _sync_periodically(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(self._fsync_interval)
+            if not self._writer.dirty:
+                continue
+            try:
+                await loop.run_in_executor(self._executor, self._writer.sync)
+            except StorageError as e:
+                structlog.get_logger(__name__).warning(
+                    "segment_log_fsync_failed", directory=str(self._directory), error=str(e)
+                )
+
+    async def close(self) -> None:
+        """Finish pending appends, fsync what is not yet durable, and release the files."""
+        if self._state != "open":
+            self._state = "closed"
+            return
+        self._state = "closing"
+        try:
+            if self._flusher is not None:
+                await self._flusher
+            if self._syncer is not None:
+                self._syncer.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._syncer
+            if not self._read_only:
+                loop = asyncio.get_running_loop()
+                await loop.run_in_executor(self._executor, self._writer.close)
+        finally:
+            if self._owns_executor and self._executor is not None:
+                self._executor.shutdown(wait=False)
+            self._state = "closed"
+
+    # -- reading and housekeeping ----------------------------------------------------------------
+
+    @property
+    def end(self) -> Position:
+        """The position after the last durable record (for a reader: the last segment's size)."""
+        if self._writing:
+            return self._writer.end
+        found = list_segments(self._directory)
+        return Position(found[-1][0], found[-1][2]) if found else START
+
+    @property
+    def active_segment(self) -> int:
+        """The id of the segment being appended to (for a reader: the last one)."""
+        return self.end.segment
+
+    @property
+    def total_bytes(self) -> int:
+        """Bytes in all segment files (cheap for the writer: bookkeeping, no listing)."""
+        if self._writing:
+            return self._writer.total_bytes
+        return sum(size for _, _, size in list_segments(self._directory))
+
+    def segments(self) -> list[tuple[int, Path, int]]:
+        """(id, path, size) of every segment, oldest first."""
+        return list_segments(self._directory)
+
+    def read(self, start: Position = START) -> Iterator[tuple[Position, Record]]:
+        """Yield (position after it, record) from `start` on, across segments, in append order.
+
+        Works on a log another process is appending to: stops at the current valid end.
+        Raises CorruptRecordError for a bad record in a closed segment (no torn tail is
+        possible there); resume after it with Position(segment + 1, 0).
+        """
+        segment, offset = start.segment, start.offset
+        while True:
+            ids = [sid for sid, _, _ in list_segments(self._directory) if sid >= segment]
+            if not ids:
+                return
+            if ids[0] != segment:  # deleted, or a cursor at the end of the previous segment
+                segment, offset = ids[0], 0
+            path = segment_path(self._directory, segment)
+            try:
+                fd = open_read(path)
+            except FileNotFoundError:  # deleted since the listing
+                segment, offset = segment + 1, 0
+                continue
+            try:
+                end = yield from _positions(fd, segment, offset)
+                if len(ids) == 1:  # was the last: stop at its end unless it was closed meanwhile
+                    if not any(sid > segment for sid, _, _ in list_segments(self._directory)):
+                        return
+                    end = yield from _positions(fd, segment, end.offset)
+                if end.state != "clean":
+                    raise CorruptRecordError(f"{path}: invalid record at offset {end.offset}")
+            finally:
+                os.close(fd)
+            segment, offset = segment + 1, 0
+
+    def segment_summary(self, segment_id: int) -> SegmentSummary:
+        """Size, counts and time range of one segment (from memory or its sidecar, else a scan)."""
+        if self._writing:
+            known = self._writer.known_summary(segment_id)
+            if known is not None:
+                return known
+        path = segment_path(self._directory, segment_id)
+        try:
+            size = path.stat().st_size
+        except OSError as e:
+            raise storage_error(e, f"cannot stat {path}") from e
+        summary = read_index(self._directory, segment_id, size)
+        if summary is None:
+            summary, _ = summarize_segment(path)
+        if self._writing:
+            self._writer.remember_summary(segment_id, summary)
+        return summary
+
+    def delete_segments_before(self, segment_id: int) -> int:
+        """Delete every closed segment with an id below `segment_id`; returns the bytes freed."""
+        return self._delete([sid for sid, _, _ in self.segments() if sid < segment_id])
+
+    def delete_segment(self, segment_id: int) -> int:
+        """Delete one closed segment (never the active one); returns the bytes freed."""
+        return self._delete([segment_id])
+
+    def _delete(self, segment_ids: list[int]) -> int:
+        if self._read_only or self._state != "open":
+            raise StorageError(f"segment log {self._directory} is not open for writing")
+        return self._writer.delete(segment_ids)
+
+
+def _positions(
+    fd: int, segment: int, offset: int
+) -> Generator[tuple[Position, Record], None, ScanEnd]:
+    scan = scan_segment(fd, offset)
+    while True:
+        try:
+            end, record = next(scan)
+        except StopIteration as stop:
+            result: ScanEnd = stop.value
+            return result
+        yield Position(segment, end), record
+
+
+def _fail(batch: list[_Append], error: StorageError) -> None:
+    for pending in batch:
+        if not pending.future.done():
+            pending.future.set_exception(type(error)(str(error)))

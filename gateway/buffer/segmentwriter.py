@@ -1,0 +1,296 @@
+"""The writing side of a segment log: recovery, vectored writes, fsync, rolling, deletion.
+
+Every method here does blocking file I/O and is meant for a worker thread (SegmentLog runs it in
+an executor, one write at a time). It owns the active segment's descriptor and the bookkeeping
+(sizes, per-segment summaries) that deleters on other threads share under a lock.
+
+Invariant that readers and recovery rely on: a segment is fsynced before the next one is created,
+so a torn tail can only exist in the last segment; `recover` scans only that one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from gateway.buffer.record import Record, encode
+from gateway.buffer.segmentfile import (
+    SegmentSummary,
+    fsync_directory,
+    index_bytes,
+    index_path,
+    list_segments,
+    segment_path,
+    storage_error,
+    summarize_fd,
+    write_atomic,
+)
+from gateway.errors import StorageError
+
+FsyncMode = Literal["always", "interval", "never"]
+_IOV_MAX = 1024  # Linux's limit of buffers per pwritev; larger batches take several calls
+
+
+@dataclass(frozen=True, order=True)
+class Position:
+    """A place in the log: the byte offset within a segment (a resumable cursor value)."""
+
+    segment: int
+    offset: int
+
+
+START = Position(0, 0)
+
+
+@dataclass(frozen=True)
+class RecoveryReport:
+    """What `open` found: segment count, the valid end, and the torn tail it cut off (if any)."""
+
+    segments: int
+    end: Position
+    records: int  # valid records in the last segment (the only one scanned)
+    torn_bytes: int
+    torn_tails: int  # 0 or 1: add it to the torn-tail counter
+
+
+@dataclass(frozen=True)
+class Syscalls:
+    """The system calls at the write boundary, injectable to count fsyncs or simulate ENOSPC."""
+
+    pwritev: Callable[[int, Sequence[bytes | memoryview], int], int] = os.pwritev
+    fsync: Callable[[int], None] = os.fsync
+
+
+WriteResult = Position | StorageError | ValueError
+
+
+class SegmentWriter:
+    """Appends frames to the active segment of one directory; rolls to a new one when full."""
+
+    def __init__(
+        self, directory: Path, *, segment_bytes: int, fsync_mode: FsyncMode, syscalls: Syscalls
+    ) -> None:
+        self._directory = directory
+        self._segment_bytes = segment_bytes
+        self._fsync_mode = fsync_mode
+        self._sys = syscalls
+        self._io_lock = threading.Lock()  # one write, sync, roll or close at a time
+        self._meta_lock = threading.Lock()  # bookkeeping shared with deleters and summary readers
+        self._fd = -1
+        self._active = 0
+        self._size = 0
+        self._summary = SegmentSummary(0)
+        self._closed_bytes = 0
+        self._summaries: dict[int, SegmentSummary] = {}
+        self._truncate_pending = False  # a failed write left bytes past _size
+        self._dir_sync_pending = False  # a created segment is not yet durable in the directory
+        self.dirty = False  # written but not fsynced ("interval" / "never")
+
+    @property
+    def end(self) -> Position:
+        """The position after the last written record."""
+        return Position(self._active, self._size)
+
+    @property
+    def total_bytes(self) -> int:
+        """Bytes in all segments, from bookkeeping (no listing)."""
+        return self._closed_bytes + self._size
+
+    def recover(self) -> RecoveryReport:
+        """Create the directory or find its segments; cut a torn tail off the last one."""
+        try:
+            return self._recover()
+        except OSError as e:
+            raise storage_error(e, f"cannot open the log in {self._directory}") from e
+
+    def _recover(self) -> RecoveryReport:
+        if not self._directory.is_dir():
+            self._directory.mkdir(parents=True)
+            fsync_directory(self._directory.parent, self._sys.fsync)
+        for temp in self._directory.glob("*.tmp"):  # an atomic write that never got renamed
+            temp.unlink()
+        found = list_segments(self._directory)
+        if not found:
+            self._active = 1
+            self._fd = self._create_segment(self._active)
+            fsync_directory(self._directory, self._sys.fsync)
+            return RecoveryReport(1, self.end, 0, 0, 0)
+        self._active = found[-1][0]
+        self._closed_bytes = sum(size for _, _, size in found[:-1])
+        self._fd = os.open(found[-1][1], os.O_RDWR | os.O_CLOEXEC)
+        self._summary, scan_end = summarize_fd(self._fd)
+        torn = os.fstat(self._fd).st_size - scan_end.offset
+        if torn:
+            os.ftruncate(self._fd, scan_end.offset)
+            self._sys.fsync(self._fd)
+        self._size = scan_end.offset
+        return RecoveryReport(len(found), self.end, self._summary.records, torn, int(torn > 0))
+
+    def write_batch(self, batches: list[Sequence[Record]]) -> list[WriteResult]:
+        """One vectored write (+ fsync in "always" mode) for a flush; one result per append."""
+        with self._io_lock:
+            try:
+                self._repair()
+                if self._size >= self._segment_bytes:
+                    self._roll()
+            except OSError as e:
+                return [storage_error(e, f"cannot write to {self._directory}") for _ in batches]
+            frames: list[bytes | memoryview] = []
+            written: list[Record] = []
+            ends: list[int | ValueError] = []
+            total = 0
+            for records in batches:
+                try:
+                    encoded = [encode(record) for record in records]
+                except ValueError as e:  # the caller's bug; only its own append fails
+                    ends.append(e)
+                    continue
+                frames.extend(encoded)
+                written.extend(records)
+                total += sum(map(len, encoded))
+                ends.append(total)
+            start = self._size
+            try:
+                self._write_all(frames, start)
+                if frames and self._fsync_mode == "always":
+                    self._sys.fsync(self._fd)
+            except OSError as e:
+                self._truncate_to(start)
+                return [
+                    end if isinstance(end, ValueError) else storage_error(e, "cannot append")
+                    for end in ends
+                ]
+            self._size = start + total
+            self._summary = self._summary.plus(written, self._size)
+            self.dirty = self.dirty or (bool(frames) and self._fsync_mode != "always")
+            active = self._active
+            if self._size >= self._segment_bytes:
+                with contextlib.suppress(OSError):  # retried before the next write
+                    self._roll()
+            return [
+                end if isinstance(end, ValueError) else Position(active, start + end)
+                for end in ends
+            ]
+
+    def _write_all(self, frames: list[bytes | memoryview], offset: int) -> None:
+        index = 0
+        while index < len(frames):
+            written = self._sys.pwritev(self._fd, frames[index : index + _IOV_MAX], offset)
+            if written <= 0:
+                raise OSError(0, "write made no progress")
+            offset += written
+            while written > 0:  # advance past what was written; a short write resumes mid-frame
+                head = len(frames[index])
+                if written >= head:
+                    written -= head
+                    index += 1
+                else:
+                    frames[index] = memoryview(frames[index])[written:]
+                    written = 0
+
+    def _truncate_to(self, size: int) -> None:
+        try:
+            os.ftruncate(self._fd, size)
+            self._truncate_pending = False
+        except OSError:
+            self._truncate_pending = True  # _repair retries before anything else is written
+
+    def _repair(self) -> None:
+        if self._truncate_pending:
+            os.ftruncate(self._fd, self._size)
+            self._truncate_pending = False
+        if self._dir_sync_pending:
+            fsync_directory(self._directory, self._sys.fsync)
+            self._dir_sync_pending = False
+
+    def _create_segment(self, segment_id: int) -> int:
+        flags = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC
+        return os.open(segment_path(self._directory, segment_id), flags, 0o644)
+
+    def _roll(self) -> None:
+        """Close the active segment (fsynced, summary beside it) and start the next one."""
+        self._sys.fsync(self._fd)  # complete before a later segment exists: see the invariant
+        old_id, old_fd, old_summary = self._active, self._fd, self._summary
+        new_fd = self._create_segment(old_id + 1)
+        with self._meta_lock:
+            self._summaries[old_id] = old_summary
+            self._closed_bytes += self._size
+            self._active, self._fd, self._size = old_id + 1, new_fd, 0
+            self._summary = SegmentSummary(0)
+        self.dirty = False
+        self._dir_sync_pending = True
+        with contextlib.suppress(OSError):
+            os.close(old_fd)
+        index = index_path(self._directory, old_id)
+        with contextlib.suppress(OSError):  # the sidecar is optional: rebuilt by a scan
+            write_atomic(index, index_bytes(old_summary), self._sys.fsync)
+        fsync_directory(self._directory, self._sys.fsync)
+        self._dir_sync_pending = False
+
+    def sync(self) -> None:
+        """fsync the active segment if anything was written since the last fsync."""
+        with self._io_lock:
+            if not self.dirty or self._fd < 0:
+                return
+            try:
+                self._sys.fsync(self._fd)
+            except OSError as e:
+                raise storage_error(e, f"cannot fsync {self._directory}") from e
+            self.dirty = False
+
+    def close(self) -> None:
+        """fsync what is not yet durable and close the active segment."""
+        with self._io_lock:
+            fd, self._fd = self._fd, -1
+            if fd < 0:
+                return
+            try:
+                if self.dirty:
+                    self._sys.fsync(fd)
+                    self.dirty = False
+            except OSError as e:
+                raise storage_error(e, f"cannot fsync {self._directory}") from e
+            finally:
+                os.close(fd)
+
+    def known_summary(self, segment_id: int) -> SegmentSummary | None:
+        """The in-memory summary of the active or a recently closed segment, if there is one."""
+        with self._meta_lock:
+            if segment_id == self._active:
+                return self._summary
+            return self._summaries.get(segment_id)
+
+    def remember_summary(self, segment_id: int, summary: SegmentSummary) -> None:
+        """Cache the summary of a closed segment (computed by a scan or read from its sidecar)."""
+        with self._meta_lock:
+            if segment_id < self._active:
+                self._summaries[segment_id] = summary
+
+    def delete(self, segment_ids: list[int]) -> int:
+        """Delete closed segments (the active one is skipped); returns the bytes freed."""
+        freed = 0
+        try:
+            for segment_id in segment_ids:
+                with self._meta_lock:
+                    if segment_id >= self._active:
+                        continue
+                    path = segment_path(self._directory, segment_id)
+                    try:
+                        size = path.stat().st_size
+                        path.unlink()
+                    except FileNotFoundError:
+                        continue
+                    index_path(self._directory, segment_id).unlink(missing_ok=True)
+                    self._summaries.pop(segment_id, None)
+                    self._closed_bytes -= size
+                    freed += size
+            if freed:
+                fsync_directory(self._directory, self._sys.fsync)
+        except OSError as e:
+            raise storage_error(e, f"cannot delete segments in {self._directory}") from e
+        return freed

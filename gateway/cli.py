@@ -1,0 +1,336 @@
+"""The influx-gateway command line: parse arguments, then delegate. Exit codes 0 / 2 / 3."""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from functools import wraps
+from pathlib import Path
+from typing import Any, NoReturn, TypeVar
+
+import click
+import orjson
+import tomlkit
+
+from gateway.config import Config, find_config_file, load_config, parse_duration, redacted
+from gateway.errors import ConfigError, PolicyError, StartupError, StorageError
+
+EXIT_USAGE = 2
+EXIT_STARTUP = 3
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
+    """Print an error on stderr and exit with `code`."""
+    click.echo(f"influx-gateway: error: {message}", err=True)
+    sys.exit(code)
+
+
+def config_options(func: F) -> F:
+    """-c/--config and --data-dir, on every subcommand."""
+    func = click.option(
+        "--data-dir", "data_dir", default=None, help="Data directory (overrides data_dir)."
+    )(func)
+    func = click.option(
+        "-c", "--config", "config_file", default=None, help="Config file (TOML)."
+    )(func)
+    return func
+
+
+def load(config_file: str | None, data_dir: str | None) -> Config:
+    """Load the config the way every subcommand does, exiting 2 on error."""
+    try:
+        return load_config(find_config_file(config_file, os.environ), data_dir=data_dir)
+    except ConfigError as e:
+        fail(str(e))
+
+
+def parse_when(value: str | None, now_ns: int) -> int | None:
+    """RFC3339, or a duration relative to now ("-1h"), to nanoseconds since the epoch."""
+    if value is None:
+        return None
+    text = value.strip()
+    if re.match(r"^[-+]?\d+(\.\d+)?(ns|us|ms|s|m|h|d|w)$", text):
+        sign = -1 if text.startswith("-") else 1
+        return now_ns + sign * int(parse_duration(text.lstrip("+-")) * 1e9)
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        fail(f'invalid time "{value}": use RFC3339 (2024-01-01T00:00:00Z) or a duration like -1h')
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    delta = moment - datetime(1970, 1, 1, tzinfo=UTC)
+    return (delta.days * 86400 + delta.seconds) * 10**9 + delta.microseconds * 1000
+
+
+def format_ns(ns: int | None) -> str:
+    """RFC3339 UTC for a nanosecond timestamp (or "-")."""
+    if ns is None:
+        return "-"
+    seconds, frac = divmod(ns, 10**9)
+    text = datetime.fromtimestamp(seconds, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S")
+    return f"{text}.{frac:09d}".rstrip("0").rstrip(".") + "Z"
+
+
+def print_table(headers: list[str], rows: list[list[str]]) -> None:
+    """A plain aligned text table on stdout."""
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
+    for row in [headers, *rows]:
+        click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="influx-gateway")
+def main() -> None:
+    """influx-gateway: an InfluxDB write gateway (v2 and v1 write API)."""
+
+
+# ---------------------------------------------------------------------------------- run
+
+
+@main.command()
+@config_options
+@click.option("--listen", default=None, help="HOST:PORT to listen on (overrides server.listen).")
+@click.option("--workers", type=int, default=None, help="Worker processes (SO_REUSEPORT).")
+def run(config_file: str | None, data_dir: str | None, listen: str | None, workers: int | None) -> None:
+    """Run the gateway."""
+    from gateway.server import serve
+
+    config = load(config_file, data_dir)
+    try:
+        code = serve(config, listen=listen, workers=workers)
+    except (ConfigError, PolicyError) as e:
+        fail(str(e))
+    except StartupError as e:
+        fail(str(e), EXIT_STARTUP)
+    sys.exit(code)
+
+
+# ---------------------------------------------------------------------------------- config
+
+
+@main.group("config")
+def config_group() -> None:
+    """Inspect the configuration."""
+
+
+@config_group.command("check")
+@config_options
+def config_check(config_file: str | None, data_dir: str | None) -> None:
+    """Validate config and policy; print the effective config with secrets redacted."""
+    from gateway.auth.policyfile import load_policy
+
+    config = load(config_file, data_dir)
+    policy_note = "does not exist yet (run creates it)"
+    if config.policy_path.exists():
+        try:
+            policy = load_policy(config.policy_path)
+        except PolicyError as e:
+            fail(str(e))
+        policy_note = f"{len(policy.tokens)} token(s)"
+    click.echo(f"# config: {config.source or 'built-in defaults'}")
+    click.echo(f"# policy: {config.policy_path}: {policy_note}")
+    click.echo(tomlkit.dumps(redacted(config)), nl=False)
+
+
+# ---------------------------------------------------------------------------------- token
+
+
+@main.group("token")
+def token_group() -> None:
+    """Create, list and revoke tokens in the policy file."""
+
+
+def _policy_path(policy: str | None, config_file: str | None, data_dir: str | None) -> Path:
+    return Path(policy) if policy else load(config_file, data_dir).policy_path
+
+
+@token_group.command("create")
+@click.argument("name")
+@click.option("--write", "write", multiple=True, help="Database glob the token may write (repeat).")
+@click.option("--read", "read", multiple=True, help="Database glob the token may read (repeat).")
+@click.option("--expires", default=None, help="RFC3339 time or duration from now (30d).")
+@click.option("--rate-limit", type=int, default=None, help="Lines per second.")
+@click.option("--policy", default=None, help="Policy file (default: from the config).")
+@config_options
+def token_create(
+    name: str,
+    write: tuple[str, ...],
+    read: tuple[str, ...],
+    expires: str | None,
+    rate_limit: int | None,
+    policy: str | None,
+    config_file: str | None,
+    data_dir: str | None,
+) -> None:
+    """Create a token; prints the token alone on stdout."""
+    from gateway.auth.policyfile import add_token
+
+    path = _policy_path(policy, config_file, data_dir)
+    expires_at = None
+    if expires:
+        relative = expires if expires[0] in "+-" else f"+{expires}"
+        is_duration = re.match(r"^\+\d+(\.\d+)?(ns|us|ms|s|m|h|d|w)$", relative)
+        when = parse_when(relative if is_duration else expires, time.time_ns())
+        assert when is not None
+        expires_at = datetime.fromtimestamp(when // 10**9, tz=UTC)
+    try:
+        token = add_token(
+            path, name, write=list(write), read=list(read), expires=expires_at, rate_limit=rate_limit
+        )
+    except PolicyError as e:
+        fail(str(e))
+    click.echo(token)
+    click.echo(f'created token "{name}" in {path}; it is shown only this once', err=True)
+
+
+@token_group.command("list")
+@click.option("--policy", default=None, help="Policy file (default: from the config).")
+@click.option("--json", "as_json", is_flag=True, help="JSON output.")
+@config_options
+def token_list(policy: str | None, as_json: bool, config_file: str | None, data_dir: str | None) -> None:
+    """List token names, scopes and expiry (never a token or its hash)."""
+    from gateway.auth.policyfile import load_policy
+
+    path = _policy_path(policy, config_file, data_dir)
+    try:
+        loaded = load_policy(path)
+    except PolicyError as e:
+        fail(str(e))
+    rows = [
+        {
+            "name": t.name,
+            "write": list(t.write),
+            "read": list(t.read),
+            "expires": t.expires.isoformat().replace("+00:00", "Z") if t.expires else None,
+            "rate_limit": t.rate_limit,
+        }
+        for t in loaded.tokens
+    ]
+    if as_json:
+        click.echo(orjson.dumps(rows, option=orjson.OPT_INDENT_2).decode())
+        return
+    print_table(
+        ["NAME", "WRITE", "READ", "EXPIRES", "RATE_LIMIT"],
+        [
+            [
+                str(r["name"]),
+                ",".join(r["write"]) or "-",  # type: ignore[arg-type]
+                ",".join(r["read"]) or "-",  # type: ignore[arg-type]
+                str(r["expires"] or "never"),
+                str(r["rate_limit"] or "-"),
+            ]
+            for r in rows
+        ],
+    )
+
+
+@token_group.command("revoke")
+@click.argument("name")
+@click.option("--policy", default=None, help="Policy file (default: from the config).")
+@config_options
+def token_revoke(name: str, policy: str | None, config_file: str | None, data_dir: str | None) -> None:
+    """Remove a token from the policy file."""
+    from gateway.auth.policyfile import remove_token
+
+    path = _policy_path(policy, config_file, data_dir)
+    try:
+        remove_token(path, name)
+    except PolicyError as e:
+        fail(str(e))
+    click.echo(f'revoked token "{name}" in {path}', err=True)
+
+
+# ---------------------------------------------------------------------------------- store
+
+
+@main.group("store")
+def store_group() -> None:
+    """Read the local store."""
+
+
+def _open_store(config: Config) -> Any:
+    from gateway.store import LocalStore
+
+    store = LocalStore(config.store_path, retention_ns=None, read_only=True)
+    try:
+        store.open()
+    except StorageError as e:
+        fail(str(e))
+    return store
+
+
+@store_group.command("stats")
+@click.option("--json", "as_json", is_flag=True, help="JSON output.")
+@config_options
+def store_stats(as_json: bool, config_file: str | None, data_dir: str | None) -> None:
+    """Per database: points, series, measurements, first/last time, bytes on disk."""
+    store = _open_store(load(config_file, data_dir))
+    stats = store.stats()
+    if as_json:
+        data = [
+            {
+                "database": s.database,
+                "points": s.points,
+                "series": s.series,
+                "measurements": s.measurements,
+                "first": format_ns(s.first_ns) if s.first_ns is not None else None,
+                "last": format_ns(s.last_ns) if s.last_ns is not None else None,
+                "bytes_on_disk": s.bytes_on_disk,
+            }
+            for s in stats
+        ]
+        click.echo(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode())
+        return
+    print_table(
+        ["DATABASE", "POINTS", "SERIES", "MEASUREMENTS", "FIRST", "LAST", "BYTES"],
+        [
+            [
+                s.database,
+                str(s.points),
+                str(s.series),
+                str(s.measurements),
+                format_ns(s.first_ns),
+                format_ns(s.last_ns),
+                str(s.bytes_on_disk),
+            ]
+            for s in stats
+        ],
+    )
+
+
+@store_group.command("export")
+@click.option("--database", required=True, help="Database to export.")
+@click.option("--measurement", default=None, help="Only this measurement.")
+@click.option("--start", default=None, help="Inclusive start: RFC3339 or relative (-1h).")
+@click.option("--end", default=None, help="Exclusive end: RFC3339 or relative (-1h).")
+@config_options
+def store_export(
+    database: str,
+    measurement: str | None,
+    start: str | None,
+    end: str | None,
+    config_file: str | None,
+    data_dir: str | None,
+) -> None:
+    """Print stored points as line protocol with ns timestamps."""
+    config = load(config_file, data_dir)
+    now = time.time_ns()
+    start_ns, end_ns = parse_when(start, now), parse_when(end, now)
+    store = _open_store(config)
+    if database not in store.databases():
+        known = ", ".join(store.databases()) or "none"
+        fail(f'no database "{database}" in the store at {config.store_path} (databases: {known})')
+    out = sys.stdout.buffer
+    for line in store.export(database, measurement=measurement, start_ns=start_ns, end_ns=end_ns):
+        out.write(line)
+    out.flush()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,262 @@
+"""The write endpoints, POST /api/v2/write and POST /write (v1): the gateway's core job.
+
+Order of checks (SPEC 2.1): authenticate (401) -> parameters (400) -> authorize the database
+(403) -> route (404) -> body size/encoding (413/400) -> line protocol (400) -> durable append
+(503) -> 204. Both APIs share one pipeline; they differ in parameter names and error shape.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from dataclasses import dataclass, field
+from typing import Literal
+
+from aiohttp import web
+
+from gateway.auth.credentials import extract_token
+from gateway.buffer.record import Record
+from gateway.errors import LineProtocolBodyError, StorageError, StorageFullError
+from gateway.http.body import BadBody, BodyTooLarge, check_encoding, gunzip
+from gateway.http.responses import v1_error, v2_error
+from gateway.http.state import STATE, GatewayState, RequestLog
+from gateway.lineprotocol import PRECISIONS, Precision, ValidationResult, validate
+from gateway.routing import InvalidDatabase, source_name_v1, source_name_v2
+
+Api = Literal["v2", "v1"]
+
+# Bodies above this are decoded and validated in a worker thread, keeping the loop responsive.
+OFFLOAD_BYTES = 256 * 1024
+MAX_LISTED_ERRORS = 100
+RETRY_AFTER_FULL = "5"
+
+_V1_PRECISIONS: dict[str, Precision] = {
+    "n": "ns", "ns": "ns", "u": "us", "us": "us", "µ": "us",
+    "ms": "ms", "s": "s", "m": "m", "h": "h",
+}  # fmt: skip
+
+
+@dataclass
+class WriteRejected(Exception):
+    """A write answered with an error status; `reason` labels the rejection metric."""
+
+    status: int
+    message: str
+    reason: str
+    line: int | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+def _precision_v2(value: str | None) -> Precision:
+    if value is None or value == "":
+        return "ns"
+    if value in PRECISIONS:
+        return value  # type: ignore[return-value]  # checked against the literal's values
+    raise WriteRejected(
+        400,
+        "failed to deserialize org/bucket/precision in request: unknown variant "
+        f"`{value}`, expected one of `ns`, `us`, `ms`, `s`, `m`, `h`",
+        "params",
+    )
+
+
+def _precision_v1(value: str | None) -> Precision:
+    if value is None or value == "":
+        return "ns"
+    precision = _V1_PRECISIONS.get(value)
+    if precision is None:
+        raise WriteRejected(
+            400,
+            f'invalid precision "{value}": expected one of n, ns, u, us, ms, s, m, h',
+            "params",
+        )
+    return precision
+
+
+def line_errors_message(result: ValidationResult, *, stored: bool) -> str:
+    """The InfluxDB 3 style message listing the first 100 line errors."""
+    prefix = (
+        "partial write of line protocol occurred:" if stored else "failed to parse line protocol:"
+    )
+    listed = "".join(f"\n  {error}" for error in result.errors[:MAX_LISTED_ERRORS])
+    return f"{prefix}\n  errors encountered on line(s):{listed}"
+
+
+def _decode_and_validate(
+    raw: bytes, encoding: str, precision: Precision, state: GatewayState, database: str, now: int
+) -> tuple[bytes, ValidationResult]:
+    server = state.config.server
+    body = gunzip(raw, server.max_body_bytes) if encoding == "gzip" else raw
+    result = validate(
+        body,
+        precision,
+        now_ns=now,
+        rules=state.time_policy.rules_for(database),
+        max_line_bytes=server.max_line_bytes,
+        max_errors=MAX_LISTED_ERRORS,
+    )
+    return body, result
+
+
+async def _process(request: web.Request, api: Api) -> web.Response:
+    state = request.app[STATE]
+    log: RequestLog = request["log"]
+    received_ns = state.clock()
+    query = request.query
+
+    # 1. authenticate
+    token_value = extract_token(request.headers.get("Authorization"), query)
+    identity = state.policy.authenticate(token_value, state.wall_clock())
+    if isinstance(identity, str):
+        state.metrics.auth_failures.labels(identity).inc()
+        raise WriteRejected(401, "unauthorized access", "auth")
+    log.token = identity.name
+
+    # 2. parameters
+    if api == "v2":
+        bucket = query.get("bucket", "")
+        if not bucket:
+            raise WriteRejected(400, "missing bucket value", "params")
+        if "org" in query and not query["org"]:
+            raise WriteRejected(400, "invalid org value: must not be empty when present", "params")
+        precision = _precision_v2(query.get("precision"))
+        source = source_name_v2(bucket)
+    else:
+        db = query.get("db", "")
+        if not db:
+            raise WriteRejected(400, "database is required", "params")
+        precision = _precision_v1(query.get("precision"))
+        source = source_name_v1(db, query.get("rp"))
+    try:
+        database = state.router.database(source)
+    except InvalidDatabase as e:
+        raise WriteRejected(400, str(e), "params") from None
+    log.database = database
+
+    # 3. authorize, then route
+    if not identity.may_write(database):
+        state.metrics.auth_failures.labels("forbidden").inc()
+        raise WriteRejected(
+            403, f'token "{identity.name}" may not write to database "{database}"', "auth"
+        )
+    if state.router.targets(database).empty:
+        raise WriteRejected(404, f'no route for database "{database}"', "route")
+
+    # 4. body
+    try:
+        encoding = check_encoding(request.headers.get("Content-Encoding"))
+    except BadBody as e:
+        raise WriteRejected(400, str(e), "encoding") from None
+    log.encoding = encoding
+    server = state.config.server
+    if (request.content_length or 0) > server.max_body_bytes:
+        raise _too_large(server.max_body_bytes)
+    try:
+        async with asyncio.timeout(server.read_timeout):
+            raw = await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        raise _too_large(server.max_body_bytes) from None
+    except TimeoutError:
+        raise WriteRejected(408, "request body not received in time", "timeout") from None
+
+    # 5. decode + validate (in a worker thread when large)
+    try:
+        if len(raw) > OFFLOAD_BYTES:
+            body, result = await asyncio.get_running_loop().run_in_executor(
+                None, _decode_and_validate, raw, encoding, precision, state, database, received_ns
+            )
+        else:
+            body, result = _decode_and_validate(
+                raw, encoding, precision, state, database, received_ns
+            )
+    except BodyTooLarge as e:
+        raise WriteRejected(413, str(e), "size") from None
+    except BadBody as e:
+        raise WriteRejected(400, str(e), "encoding") from None
+    except LineProtocolBodyError as e:
+        raise WriteRejected(400, str(e), "parse") from None
+    log.bytes = len(body)
+    db_label = state.metrics.database_label(database)
+    state.metrics.write_bytes.labels(db_label, identity.name).inc(len(body))
+    log.lines_accepted = result.accepted
+    log.lines_rejected = result.rejected
+    if result.accepted + result.rejected > server.max_lines:
+        raise WriteRejected(
+            413,
+            f"too many lines: {result.accepted + result.rejected}, "
+            f"limit is {server.max_lines} per request",
+            "size",
+        )
+    if result.accepted == 0 and result.rejected == 0:
+        raise WriteRejected(400, "no data in request body", "parse")
+
+    store_it = result.accepted > 0 and (result.rejected == 0 or server.partial_writes)
+    if result.rejected:
+        state.metrics.write_lines.labels(db_label, identity.name, "rejected").inc(result.rejected)
+    if not store_it:
+        log.lines_accepted = 0
+        if result.accepted:
+            state.metrics.write_lines.labels(db_label, identity.name, "rejected").inc(
+                result.accepted
+            )
+        raise _line_errors(result, stored=False)
+
+    # 6. durable append, then answer
+    record = Record(
+        database=database,
+        precision=result.precision,
+        received_ns=received_ns,
+        token=identity.name,
+        lines=result.accepted,
+        min_time_ns=result.min_time_ns or 0,
+        max_time_ns=result.max_time_ns or 0,
+        payload=result.body,
+    )
+    try:
+        await state.sink.append(record)
+    except StorageFullError as e:
+        log.lines_accepted = 0
+        raise WriteRejected(
+            503, f"buffer full: {e}", "buffer_full", headers={"Retry-After": RETRY_AFTER_FULL}
+        ) from None
+    except StorageError as e:
+        log.lines_accepted = 0
+        raise WriteRejected(
+            503, f"cannot store the write: {e}", "storage", headers={"Retry-After": "1"}
+        ) from None
+    state.metrics.write_lines.labels(db_label, identity.name, "accepted").inc(result.accepted)
+    if result.rejected:
+        raise _line_errors(result, stored=True)
+    return web.Response(status=204)
+
+
+def _too_large(limit: int) -> WriteRejected:
+    return WriteRejected(413, f"request body is larger than the limit of {limit} bytes", "size")
+
+
+def _line_errors(result: ValidationResult, *, stored: bool) -> WriteRejected:
+    first = result.errors[0].line if result.errors else None
+    return WriteRejected(400, line_errors_message(result, stored=stored), "parse", line=first)
+
+
+def _retry_after_seconds(seconds: float) -> str:
+    return str(max(1, math.ceil(seconds)))
+
+
+async def v2_write(request: web.Request) -> web.Response:
+    """POST /api/v2/write."""
+    try:
+        return await _process(request, "v2")
+    except WriteRejected as e:
+        request.app[STATE].metrics.write_rejections.labels(e.reason).inc()
+        extra = {} if e.line is None else {"line": e.line}
+        return v2_error(e.status, e.message, headers=e.headers, **extra)
+
+
+async def v1_write(request: web.Request) -> web.Response:
+    """POST /write (InfluxDB 1.x)."""
+    try:
+        return await _process(request, "v1")
+    except WriteRejected as e:
+        request.app[STATE].metrics.write_rejections.labels(e.reason).inc()
+        return v1_error(e.status, e.message, headers=e.headers)

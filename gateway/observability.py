@@ -1,0 +1,167 @@
+"""Metrics and logs: the Prometheus metric objects (on an injected registry) and structlog setup.
+
+Every metric of SPEC section 7 is created here, once, on the registry the app is given, so tests
+build a fresh registry and assert exact values. Label values that come from clients (database,
+token) are bounded: a database label only for names that exist in routing, capped, with the
+rest counted under "other".
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Any
+
+import orjson
+import structlog
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+# Write latency is dominated by the group-commit fsync: sub-millisecond to a few seconds.
+LATENCY_BUCKETS = (
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+)  # fmt: skip
+ENDPOINTS = ("v2_write", "v1_write", "query", "v2_query", "ping", "health", "ready", "metrics")
+OTHER = "other"
+MAX_DATABASE_LABELS = 1000
+
+
+class Metrics:
+    """All gateway_* metric objects, registered on one registry."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+        self.http_requests = Counter(
+            "gateway_http_requests_total",
+            "HTTP requests by endpoint and status code.",
+            ["endpoint", "status"],
+            registry=registry,
+        )
+        self.http_duration = Histogram(
+            "gateway_http_request_duration_seconds",
+            "HTTP request duration by endpoint.",
+            ["endpoint"],
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.write_lines = Counter(
+            "gateway_write_lines_total",
+            "Line protocol lines received, by database, token name and result.",
+            ["database", "token", "result"],
+            registry=registry,
+        )
+        self.write_bytes = Counter(
+            "gateway_write_bytes_total",
+            "Decompressed write request body bytes, by database and token name.",
+            ["database", "token"],
+            registry=registry,
+        )
+        self.write_rejections = Counter(
+            "gateway_write_rejections_total",
+            "Rejected write requests by reason.",
+            ["reason"],
+            registry=registry,
+        )
+        self.auth_failures = Counter(
+            "gateway_auth_failures_total",
+            "Authentication and authorization failures by reason.",
+            ["reason"],
+            registry=registry,
+        )
+        self.buffer_bytes = Gauge(
+            "gateway_buffer_bytes",
+            "Bytes pending in the write-ahead buffer, per upstream.",
+            ["upstream"],
+            registry=registry,
+        )
+        self.buffer_records = Gauge(
+            "gateway_buffer_records",
+            "Records pending in the write-ahead buffer, per upstream.",
+            ["upstream"],
+            registry=registry,
+        )
+        self.buffer_oldest_age = Gauge(
+            "gateway_buffer_oldest_age_seconds",
+            "Age of the oldest pending record, per upstream.",
+            ["upstream"],
+            registry=registry,
+        )
+        self.upstream_requests = Counter(
+            "gateway_upstream_requests_total",
+            "Requests to upstreams by status code (or error).",
+            ["upstream", "status"],
+            registry=registry,
+        )
+        self.upstream_duration = Histogram(
+            "gateway_upstream_request_duration_seconds",
+            "Upstream request duration.",
+            ["upstream"],
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.upstream_lines = Counter(
+            "gateway_upstream_lines_total",
+            "Lines handled per upstream by result.",
+            ["upstream", "result"],
+            registry=registry,
+        )
+        self.upstream_retries = Counter(
+            "gateway_upstream_retries_total",
+            "Upstream retries by reason.",
+            ["upstream", "reason"],
+            registry=registry,
+        )
+        self.upstream_up = Gauge(
+            "gateway_upstream_up",
+            "1 when the last attempt to the upstream succeeded.",
+            ["upstream"],
+            registry=registry,
+        )
+        self.policy_reloads = Counter(
+            "gateway_policy_reloads_total",
+            "Token policy reloads by result.",
+            ["result"],
+            registry=registry,
+        )
+        self.store_lines = Counter(
+            "gateway_store_lines_total",
+            "Lines appended to the local store.",
+            ["database"],
+            registry=registry,
+        )
+        self._databases: set[str] = set()
+
+    def database_label(self, database: str) -> str:
+        """The database as a label value, bounded: beyond the cap new names count as "other"."""
+        if database in self._databases:
+            return database
+        if len(self._databases) >= MAX_DATABASE_LABELS:
+            return OTHER
+        self._databases.add(database)
+        return database
+
+
+def configure_logging(level: str = "info", fmt: str = "auto") -> None:
+    """structlog: JSON lines when stderr is not a terminal (or fmt="json"), console otherwise."""
+    use_json = fmt == "json" or (fmt == "auto" and not sys.stderr.isatty())
+    processors: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+    ]
+    if use_json:
+        processors += [
+            structlog.processors.format_exc_info,
+            structlog.processors.JSONRenderer(serializer=orjson.dumps),
+        ]
+        factory: Any = structlog.BytesLoggerFactory(sys.stderr.buffer)
+    else:
+        processors.append(structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty()))
+        factory = structlog.PrintLoggerFactory(sys.stderr)
+    structlog.configure(
+        processors=processors,
+        wrapper_class=structlog.make_filtering_bound_logger(
+            logging.getLevelNamesMapping()[level.upper()]
+        ),
+        logger_factory=factory,
+        cache_logger_on_first_use=True,
+    )

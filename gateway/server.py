@@ -1,0 +1,160 @@
+"""`influx-gateway run`: prepare the data dir and policy, listen, and shut down gracefully."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import os
+import signal
+import ssl
+import sys
+from pathlib import Path
+
+import structlog
+from aiohttp import web
+
+from gateway.app import create_app
+from gateway.auth.policyfile import create_default_policy, load_policy
+from gateway.config import Config, validate
+from gateway.errors import PolicyError, StartupError, StorageError
+from gateway.http.state import STATE
+from gateway.observability import configure_logging
+
+log = structlog.get_logger("gateway")
+
+
+def serve(config: Config, *, listen: str | None = None, workers: int | None = None) -> int:
+    """Run the gateway until SIGTERM/SIGINT; returns the process exit code."""
+    if listen:
+        config = dataclasses.replace(
+            config, server=dataclasses.replace(config.server, listen=listen)
+        )
+    if workers is not None:
+        config = dataclasses.replace(
+            config, server=dataclasses.replace(config.server, workers=workers)
+        )
+    validate(config)
+    if config.server.workers != 1:
+        raise StartupError("--workers above 1 is not available in this version")
+    configure_logging(config.log.level, config.log.format)
+    _prepare_data_dir(config.data_path)
+    _ensure_policy(config)
+    try:
+        import uvloop  # type: ignore[import-not-found,unused-ignore]  # optional [fast] extra
+
+        runner = uvloop.run
+    except ImportError:
+        runner = asyncio.run
+    return runner(_serve(config))  # type: ignore[no-any-return]
+
+
+def _prepare_data_dir(path: Path) -> None:
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / ".write-probe"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        raise StartupError(f"data dir {path} is not writable: {e.strerror or e}") from None
+
+
+def _ensure_policy(config: Config) -> None:
+    path = config.policy_path
+    if path.exists():
+        return
+    token = create_default_policy(path)
+    host, _, port = config.server.listen.rpartition(":")
+    scheme = "https" if config.server.tls_cert else "http"
+    base = f"{scheme}://{host}:{port}"
+    print(
+        f"""
+Created the token policy {path} with one token, "admin" (write + read on every database).
+The admin token is shown only this once; keep it somewhere safe:
+
+    {token}
+
+Try a write:
+
+    curl -i "{base}/api/v2/write?bucket=mydb&precision=s" \\
+      -H "Authorization: Token {token}" \\
+      --data-binary "cpu,host=server01 usage=0.64 $(date +%s)"
+
+Then read it back:  influx-gateway store export --database mydb
+""",
+        file=sys.stderr,
+        flush=True,
+    )
+
+
+def _ssl_context(config: Config) -> ssl.SSLContext | None:
+    if not config.server.tls_cert:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        context.load_cert_chain(config.server.tls_cert, config.server.tls_key)
+    except (OSError, ssl.SSLError) as e:
+        raise StartupError(f"cannot load server.tls_cert/tls_key: {e}") from None
+    return context
+
+
+async def _serve(config: Config) -> int:
+    try:
+        policy = load_policy(config.policy_path)
+    except PolicyError:
+        raise
+    app = create_app(config, policy=policy)
+    state = app[STATE]
+    runner = web.AppRunner(
+        app, access_log=None, shutdown_timeout=config.server.shutdown_timeout
+    )
+    try:
+        await runner.setup()
+    except StorageError as e:
+        raise StartupError(str(e)) from None
+    host, _, port = config.server.listen.rpartition(":")
+    site = web.TCPSite(
+        runner,
+        host.strip("[]") or None,
+        int(port),
+        ssl_context=_ssl_context(config),
+        backlog=1024,
+    )
+    try:
+        await site.start()
+    except OSError as e:
+        await runner.cleanup()
+        raise StartupError(f"cannot listen on {config.server.listen}: {e.strerror or e}") from None
+
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, lambda: _reload_policy(app))
+    log.info(
+        "listening",
+        listen=config.server.listen,
+        data_dir=str(config.data_path),
+        store=str(config.store_path) if config.store_enabled else None,
+        policy=str(config.policy_path),
+        pid=os.getpid(),
+    )
+    await stop.wait()
+    log.info("shutting down", timeout_s=config.server.shutdown_timeout)
+    state.shutting_down = True
+    await runner.cleanup()
+    log.info("stopped")
+    return 0
+
+
+def _reload_policy(app: web.Application) -> None:
+    """SIGHUP: load the policy file again; on error keep the old one in force."""
+    state = app[STATE]
+    path = state.config.policy_path
+    try:
+        state.policy = load_policy(path)
+    except PolicyError as e:
+        state.metrics.policy_reloads.labels("error").inc()
+        log.error("policy reload refused; the previous policy stays in force", error=str(e))
+        return
+    state.metrics.policy_reloads.labels("ok").inc()
+    log.info("policy reloaded", policy=str(path), tokens=len(state.policy.tokens))

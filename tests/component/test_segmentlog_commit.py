@@ -1,0 +1,149 @@
+"""SegmentLog group commit and fsync modes, with fsync calls counted."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from gateway.buffer.record import Record
+from gateway.buffer.segmentlog import FsyncMode, SegmentLog, Syscalls
+
+
+def _rec(seq: int) -> Record:
+    return Record("db", "ns", 0, "tok", 1, seq, seq, f"m v={seq}i {seq}\n".encode())
+
+
+class FsyncCounter:
+    """os.fsync, counted, optionally slowed down to widen the window for batching."""
+
+    def __init__(self, delay: float = 0.0) -> None:
+        self.calls = 0
+        self.delay = delay
+        self.threads: set[int] = set()
+
+    def __call__(self, fd: int) -> None:
+        self.threads.add(threading.get_ident())
+        self.calls += 1
+        if self.delay:
+            time.sleep(self.delay)
+        os.fsync(fd)
+
+
+def _open(
+    directory: Path, counter: FsyncCounter, fsync: FsyncMode = "always", interval: float = 1.0
+) -> SegmentLog:
+    log = SegmentLog(
+        directory, fsync=fsync, fsync_interval=interval, syscalls=Syscalls(fsync=counter)
+    )
+    log.open()
+    counter.calls = 0  # open() (sync, at start-up) fsyncs the new directory
+    counter.threads.clear()
+    return log
+
+
+@pytest.fixture(name="counter")
+def fixture_counter() -> FsyncCounter:
+    return FsyncCounter()
+
+
+async def test_concurrent_appends_share_one_fsync(tmp_path: Path, counter: FsyncCounter) -> None:
+    """200 concurrent appends cost far fewer than 200 fsyncs."""
+    log = _open(tmp_path, counter)
+    await asyncio.gather(*(log.append([_rec(seq)]) for seq in range(200)))
+    calls = counter.calls
+    await log.close()
+    assert calls <= 5
+
+
+async def test_appends_during_a_flush_join_the_next_one(tmp_path: Path) -> None:
+    """Appends arriving while a (slow) fsync runs are batched into the following flush."""
+    counter = FsyncCounter(delay=0.02)
+    log = _open(tmp_path, counter)
+
+    async def later(seq: int) -> None:
+        await asyncio.sleep(seq * 0.0005)
+        await log.append([_rec(seq)])
+
+    await asyncio.gather(*(later(seq) for seq in range(200)))
+    calls = counter.calls
+    await log.close()
+    assert calls < 20
+
+
+async def test_every_concurrent_append_is_readable(tmp_path: Path, counter: FsyncCounter) -> None:
+    """Group commit loses nothing: all 200 concurrent appends read back."""
+    log = _open(tmp_path, counter)
+    await asyncio.gather(*(log.append([_rec(seq)]) for seq in range(200)))
+    seen = sorted(record.min_time_ns for _, record in log.read())
+    await log.close()
+    assert list(range(200)) == seen
+
+
+async def test_fsync_runs_off_the_event_loop_thread(tmp_path: Path, counter: FsyncCounter) -> None:
+    """No fsync of an append happens on the thread running the event loop."""
+    log = _open(tmp_path, counter)
+    await log.append([_rec(0)])
+    await log.close()
+    assert threading.get_ident() not in counter.threads
+
+
+async def test_always_mode_fsyncs_before_append_returns(
+    tmp_path: Path, counter: FsyncCounter
+) -> None:
+    """With fsync="always" each sequential append has been fsynced when it returns."""
+    log = _open(tmp_path, counter)
+    seen = []
+    for seq in range(3):
+        await log.append([_rec(seq)])
+        seen.append(counter.calls)
+    await log.close()
+    assert [1, 2, 3] == seen
+
+
+async def test_never_mode_does_not_fsync_appends(tmp_path: Path, counter: FsyncCounter) -> None:
+    """With fsync="never" appends only write."""
+    log = _open(tmp_path, counter, "never")
+    for seq in range(5):
+        await log.append([_rec(seq)])
+    calls = counter.calls
+    await log.close()
+    assert 0 == calls
+
+
+async def test_close_fsyncs_what_was_not_yet_synced(tmp_path: Path, counter: FsyncCounter) -> None:
+    """close() makes unsynced writes durable."""
+    log = _open(tmp_path, counter, "never")
+    await log.append([_rec(0)])
+    await log.close()
+    assert 1 == counter.calls
+
+
+async def test_interval_mode_fsyncs_later_not_on_append(
+    tmp_path: Path, counter: FsyncCounter
+) -> None:
+    """With fsync="interval" the append returns unsynced and an fsync follows within the interval."""
+    log = _open(tmp_path, counter, "interval", interval=0.05)
+    await log.append([_rec(0)])
+    at_return = counter.calls
+    await asyncio.sleep(0.2)
+    later = counter.calls
+    await log.close()
+    assert (0, 1) == (at_return, later)
+
+
+async def test_interval_mode_fsyncs_at_most_once_per_interval(
+    tmp_path: Path, counter: FsyncCounter
+) -> None:
+    """Steady appends over ~0.3 s with a 0.1 s interval cost at most about 3 fsyncs."""
+    log = _open(tmp_path, counter, "interval", interval=0.1)
+    for seq in range(30):
+        await log.append([_rec(seq)])
+        await asyncio.sleep(0.01)
+    calls = counter.calls
+    await log.close()
+    assert calls <= 4

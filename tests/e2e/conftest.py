@@ -1,0 +1,105 @@
+"""Fixtures that run the real `influx-gateway` process."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+TOKEN_RE = re.compile(r"^\s+(igw_[A-Za-z0-9_-]+)\s*$", re.MULTILINE)
+
+
+def free_port() -> int:
+    """A free TCP port on loopback."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def cli(*args: str, cwd: Path | None = None, check: bool = True) -> subprocess.CompletedProcess[bytes]:
+    """Run `influx-gateway ARGS` as a subprocess (the installed console entry)."""
+    return subprocess.run(
+        [sys.executable, "-m", "gateway", *args],
+        cwd=cwd,
+        capture_output=True,
+        timeout=60,
+        check=check,
+    )
+
+
+@dataclass
+class RunningGateway:
+    """A live `influx-gateway run` process."""
+
+    process: subprocess.Popen[bytes]
+    url: str
+    port: int
+    data_dir: Path
+    token: str
+    stderr_path: Path
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 20) -> int:
+        """Send a signal and wait for the exit code."""
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+        return self.process.wait(timeout=timeout)
+
+    def stderr(self) -> str:
+        """Everything the process wrote on stderr so far."""
+        return self.stderr_path.read_text(errors="replace")
+
+
+def start_gateway(tmp_path: Path, *extra: str) -> RunningGateway:
+    """Start `influx-gateway run` on a free port and wait until /ready answers 200."""
+    port = free_port()
+    data_dir = tmp_path / "data"
+    stderr_path = tmp_path / f"gateway-{port}.stderr"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env.pop("INFLUX_GATEWAY_CONFIG", None)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "gateway", "run", "--listen", f"127.0.0.1:{port}",
+         "--data-dir", str(data_dir), *extra],
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=stderr_path.open("wb"),
+        env=env,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"gateway exited with {process.returncode}: {stderr_path.read_text()}")
+        try:
+            with urllib.request.urlopen(f"{url}/ready", timeout=1) as response:
+                if response.status == 200:
+                    break
+        except OSError:
+            time.sleep(0.05)
+    else:
+        process.kill()
+        raise RuntimeError(f"gateway not ready in time: {stderr_path.read_text()}")
+    match = TOKEN_RE.search(stderr_path.read_text())
+    token = match.group(1) if match else ""
+    return RunningGateway(process, url, port, data_dir, token, stderr_path)
+
+
+@pytest.fixture(name="running_gateway")
+def fixture_running_gateway(tmp_path: Path) -> Iterator[RunningGateway]:
+    """A real gateway process on the embedded default (local store), stopped afterwards."""
+    gateway = start_gateway(tmp_path)
+    try:
+        yield gateway
+    finally:
+        if gateway.process.poll() is None:
+            gateway.process.kill()
+            gateway.process.wait(timeout=10)

@@ -1,0 +1,146 @@
+"""Record framing: round trips, torn and corrupt streams."""
+
+from __future__ import annotations
+
+import zlib
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from gateway.buffer.record import (
+    FRAME_MAGIC,
+    PREFIX_SIZE,
+    Record,
+    decode_stream,
+    encode,
+    next_frame_size,
+)
+
+INT64 = st.integers(min_value=-(2**63), max_value=2**63 - 1)
+
+records = st.builds(
+    Record,
+    database=st.text(min_size=1, max_size=64),
+    precision=st.sampled_from(["ns", "us", "ms", "s"]),
+    received_ns=INT64,
+    token=st.text(max_size=40),
+    lines=st.integers(min_value=0, max_value=2**32 - 1),
+    min_time_ns=INT64,
+    max_time_ns=INT64,
+    payload=st.binary(max_size=300),
+)
+
+
+def _record(payload: bytes = b"cpu,host=a usage=1 1700000000000000000\n", **kw: object) -> Record:
+    fields: dict[str, object] = {
+        "database": "telegraf/autogen",
+        "precision": "ns",
+        "received_ns": 1_700_000_000_123_456_789,
+        "token": "edge",
+        "lines": 1,
+        "min_time_ns": 1_700_000_000_000_000_000,
+        "max_time_ns": 1_700_000_000_000_000_000,
+        "payload": payload,
+    }
+    fields.update(kw)
+    return Record(**fields)  # type: ignore[arg-type]  # test helper: fields checked by Record
+
+
+def test_round_trip_of_one_record() -> None:
+    """A frame decodes back to the record it was encoded from."""
+    record = _record()
+    frame = encode(record)
+    assert [(len(frame), record)] == list(decode_stream(frame))
+
+
+def test_frame_layout_starts_with_magic_length_and_crc() -> None:
+    """The prefix is magic, body length and the CRC32 of everything but the CRC itself."""
+    frame = encode(_record())
+    body = frame[PREFIX_SIZE:]
+    assert FRAME_MAGIC == frame[0]
+    assert len(body) == int.from_bytes(frame[1:5], "little")
+    assert zlib.crc32(body, zlib.crc32(frame[:5])) == int.from_bytes(frame[5:9], "little")
+
+
+def test_decode_starts_at_the_given_offset() -> None:
+    """Offsets yielded are absolute within the buffer, starting from `offset`."""
+    first, second = encode(_record(lines=1)), encode(_record(lines=2))
+    stream = b"junk" + first + second
+    assert [4 + len(first), 4 + len(first) + len(second)] == [
+        end for end, _ in decode_stream(stream, 4)
+    ]
+
+
+def test_unknown_precision_is_refused() -> None:
+    """Encoding a record with a precision the frame cannot name raises ValueError."""
+    with pytest.raises(ValueError, match="precision"):
+        encode(_record(precision="fortnight"))
+
+
+def test_out_of_range_line_count_is_refused() -> None:
+    """A value that does not fit its header field raises ValueError, not struct.error."""
+    with pytest.raises(ValueError, match="header"):
+        encode(_record(lines=-1))
+
+
+def test_zero_filled_tail_is_not_a_frame() -> None:
+    """A zero-filled tail (as after a power loss) ends the stream."""
+    frame = encode(_record())
+    assert [len(frame)] == [end for end, _ in decode_stream(frame + bytes(64))]
+
+
+def test_next_frame_size_of_a_partial_prefix_asks_for_the_prefix() -> None:
+    """With fewer bytes than a prefix, the size needed is the prefix size."""
+    assert PREFIX_SIZE == next_frame_size(encode(_record())[:3], 0)
+
+
+def test_next_frame_size_reads_the_declared_length() -> None:
+    """With a complete prefix, the size needed is the whole frame's."""
+    frame = encode(_record())
+    assert len(frame) == next_frame_size(frame[:PREFIX_SIZE], 0)
+
+
+def test_next_frame_size_rejects_a_wrong_magic_byte() -> None:
+    """Bytes that cannot start a frame are reported as such (None)."""
+    assert next_frame_size(b"\x00" * 20, 0) is None
+
+
+@given(st.lists(records, max_size=5))
+def test_any_records_round_trip(batch: list[Record]) -> None:
+    """Any sequence of records survives encode + decode_stream unchanged."""
+    stream = b"".join(encode(record) for record in batch)
+    assert batch == [record for _, record in decode_stream(stream)]
+
+
+@given(st.lists(records, min_size=1, max_size=4), st.data())
+def test_any_truncation_yields_a_prefix(batch: list[Record], data: st.DataObject) -> None:
+    """A stream cut anywhere decodes to exactly the records wholly before the cut."""
+    frames = [encode(record) for record in batch]
+    stream = b"".join(frames)
+    cut = data.draw(st.integers(min_value=0, max_value=len(stream)))
+    complete = 0
+    ends = 0
+    for frame in frames:
+        if ends + len(frame) > cut:
+            break
+        ends += len(frame)
+        complete += 1
+    assert batch[:complete] == [record for _, record in decode_stream(stream[:cut])]
+
+
+@given(st.lists(records, min_size=1, max_size=4), st.data())
+def test_any_flipped_byte_is_detected(batch: list[Record], data: st.DataObject) -> None:
+    """Changing any byte stops decoding at the frame that holds it."""
+    frames = [encode(record) for record in batch]
+    stream = bytearray(b"".join(frames))
+    where = data.draw(st.integers(min_value=0, max_value=len(stream) - 1))
+    stream[where] ^= data.draw(st.integers(min_value=1, max_value=255))
+    damaged = 0
+    start = 0
+    for frame in frames:
+        if start + len(frame) > where:
+            break
+        start += len(frame)
+        damaged += 1
+    assert batch[:damaged] == [record for _, record in decode_stream(bytes(stream))]
