@@ -1,7 +1,5 @@
 """Component tests for gateway.auth.policyfile: loading, creating and editing real files."""
 
-# House style puts the expected value first in asserts (DESIGN.md), which SIM300 flags.
-
 from __future__ import annotations
 
 import os

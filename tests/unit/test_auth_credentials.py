@@ -1,7 +1,5 @@
 """Unit tests for gateway.auth.credentials: which token a request presents."""
 
-# House style puts the expected value first in asserts (DESIGN.md), which SIM300 flags.
-
 from __future__ import annotations
 
 import base64

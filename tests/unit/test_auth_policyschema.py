@@ -1,7 +1,5 @@
 """Unit tests for gateway.auth.policyschema (field rules) and the pure token helpers."""
 
-# House style puts the expected value first in asserts (DESIGN.md), which SIM300 flags.
-
 from __future__ import annotations
 
 import base64

@@ -1,7 +1,5 @@
 """Unit tests for gateway.routing: source names, rewrites, the name check, targets."""
 
-# House style puts the expected value first in asserts (DESIGN.md), which SIM300 flags.
-
 from __future__ import annotations
 
 import pytest
