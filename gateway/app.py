@@ -62,6 +62,8 @@ def create_app(
         config.store_path,
         retention_ns=int(config.store.retention * 1e9) if config.store.retention else None,
         fsync=config.buffer.fsync,
+        fsync_interval=config.buffer.fsync_interval,
+        segment_bytes=config.buffer.segment_bytes,
         clock=clock,
     )
     state = GatewayState(
@@ -80,6 +82,8 @@ def create_app(
         handler_args={
             "max_line_size": config.server.max_header_bytes,
             "max_field_size": config.server.max_header_bytes,
+            # We decode Content-Encoding ourselves: with a size cap, and raw bytes for "unknown".
+            "auto_decompress": False,
         },
     )
     app[STATE] = state
@@ -96,6 +100,7 @@ def create_app(
     async def storage(app: web.Application) -> AsyncIterator[None]:
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(None, store.open)
+        _report_recovery(store, state.metrics)
         retention = asyncio.create_task(_retention_loop(store))
         state.ready = True
         yield
@@ -110,6 +115,20 @@ def create_app(
     return app
 
 
+def _report_recovery(store: LocalStore, metrics: Metrics) -> None:
+    """Log and count every torn tail that opening the store truncated."""
+    for database, report in store.recovery.items():
+        if report.torn_tails:
+            metrics.storage_torn_tails.inc(report.torn_tails)
+            metrics.storage_torn_bytes.inc(report.torn_bytes)
+            log.warning(
+                "truncated a torn tail (an unacknowledged write cut short by a crash)",
+                database=database,
+                torn_bytes=report.torn_bytes,
+                torn_tails=report.torn_tails,
+            )
+
+
 async def _retention_loop(store: LocalStore) -> None:
     """Enforce the store's retention at start-up and every minute."""
     loop = asyncio.get_running_loop()
@@ -118,6 +137,6 @@ async def _retention_loop(store: LocalStore) -> None:
             freed = await loop.run_in_executor(None, store.enforce_retention)
             if freed:
                 log.info("retention enforced", bytes_freed=freed)
-        except Exception:  # noqa: BLE001 - a failed sweep must not stop the next one
+        except Exception:
             log.exception("retention sweep failed")
         await asyncio.sleep(RETENTION_INTERVAL_S)

@@ -8,7 +8,6 @@ import sys
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
-from functools import wraps
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
@@ -36,9 +35,9 @@ def config_options(func: F) -> F:
     func = click.option(
         "--data-dir", "data_dir", default=None, help="Data directory (overrides data_dir)."
     )(func)
-    func = click.option(
-        "-c", "--config", "config_file", default=None, help="Config file (TOML)."
-    )(func)
+    func = click.option("-c", "--config", "config_file", default=None, help="Config file (TOML).")(
+        func
+    )
     return func
 
 
@@ -79,7 +78,9 @@ def format_ns(ns: int | None) -> str:
 
 def print_table(headers: list[str], rows: list[list[str]]) -> None:
     """A plain aligned text table on stdout."""
-    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
+    widths = [
+        max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)
+    ]
     for row in [headers, *rows]:
         click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
 
@@ -97,7 +98,9 @@ def main() -> None:
 @config_options
 @click.option("--listen", default=None, help="HOST:PORT to listen on (overrides server.listen).")
 @click.option("--workers", type=int, default=None, help="Worker processes (SO_REUSEPORT).")
-def run(config_file: str | None, data_dir: str | None, listen: str | None, workers: int | None) -> None:
+def run(
+    config_file: str | None, data_dir: str | None, listen: str | None, workers: int | None
+) -> None:
     """Run the gateway."""
     from gateway.server import serve
 
@@ -181,7 +184,12 @@ def token_create(
         expires_at = datetime.fromtimestamp(when // 10**9, tz=UTC)
     try:
         token = add_token(
-            path, name, write=list(write), read=list(read), expires=expires_at, rate_limit=rate_limit
+            path,
+            name,
+            write=list(write),
+            read=list(read),
+            expires=expires_at,
+            rate_limit=rate_limit,
         )
     except PolicyError as e:
         fail(str(e))
@@ -193,7 +201,9 @@ def token_create(
 @click.option("--policy", default=None, help="Policy file (default: from the config).")
 @click.option("--json", "as_json", is_flag=True, help="JSON output.")
 @config_options
-def token_list(policy: str | None, as_json: bool, config_file: str | None, data_dir: str | None) -> None:
+def token_list(
+    policy: str | None, as_json: bool, config_file: str | None, data_dir: str | None
+) -> None:
     """List token names, scopes and expiry (never a token or its hash)."""
     from gateway.auth.policyfile import load_policy
 
@@ -234,7 +244,9 @@ def token_list(policy: str | None, as_json: bool, config_file: str | None, data_
 @click.argument("name")
 @click.option("--policy", default=None, help="Policy file (default: from the config).")
 @config_options
-def token_revoke(name: str, policy: str | None, config_file: str | None, data_dir: str | None) -> None:
+def token_revoke(
+    name: str, policy: str | None, config_file: str | None, data_dir: str | None
+) -> None:
     """Remove a token from the policy file."""
     from gateway.auth.policyfile import remove_token
 
@@ -271,7 +283,10 @@ def _open_store(config: Config) -> Any:
 def store_stats(as_json: bool, config_file: str | None, data_dir: str | None) -> None:
     """Per database: points, series, measurements, first/last time, bytes on disk."""
     store = _open_store(load(config_file, data_dir))
-    stats = store.stats()
+    try:
+        stats = store.stats()
+    except StorageError as e:
+        fail(str(e), 1)
     if as_json:
         data = [
             {
@@ -327,8 +342,14 @@ def store_export(
         known = ", ".join(store.databases()) or "none"
         fail(f'no database "{database}" in the store at {config.store_path} (databases: {known})')
     out = sys.stdout.buffer
-    for line in store.export(database, measurement=measurement, start_ns=start_ns, end_ns=end_ns):
-        out.write(line)
+    try:
+        for line in store.export(
+            database, measurement=measurement, start_ns=start_ns, end_ns=end_ns
+        ):
+            out.write(line)
+    except StorageError as e:
+        out.flush()
+        fail(str(e), 1)
     out.flush()
 
 

@@ -220,20 +220,20 @@ _ENV_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 def parse_duration(value: object) -> float:
     """Seconds from "500ms" / "30s" / "1h" / "30d" or a number of seconds."""
     if isinstance(value, bool):
-        raise ValueError(f"expected a duration like \"30s\", got {value!r}")
+        raise ValueError(f'expected a duration like "30s", got {value!r}')
     if isinstance(value, int | float):
         return float(value)
     if isinstance(value, str):
         m = _DURATION_RE.match(value)
         if m and (m.group(2) or m.group(1) == "0"):
             return float(m.group(1)) * _DURATION_UNITS[m.group(2) or "s"]
-    raise ValueError(f"expected a duration like \"30s\", \"5m\", \"1h\", \"30d\", got {value!r}")
+    raise ValueError(f'expected a duration like "30s", "5m", "1h", "30d", got {value!r}')
 
 
 def parse_size(value: object) -> int:
     """Bytes from "10GiB" / "50MB" / "64KiB" or a plain number."""
     if isinstance(value, bool):
-        raise ValueError(f"expected a size like \"64MiB\", got {value!r}")
+        raise ValueError(f'expected a size like "64MiB", got {value!r}')
     if isinstance(value, int):
         if value < 0:
             raise ValueError(f"a size cannot be negative, got {value}")
@@ -242,7 +242,7 @@ def parse_size(value: object) -> int:
         m = _SIZE_RE.match(value)
         if m:
             return int(float(m.group(1)) * _SIZE_UNITS[(m.group(2) or "b").lower()])
-    raise ValueError(f"expected a size like \"64MiB\", \"10GiB\", \"50MB\" or bytes, got {value!r}")
+    raise ValueError(f'expected a size like "64MiB", "10GiB", "50MB" or bytes, got {value!r}')
 
 
 def parse_time(value: object) -> int:
@@ -251,7 +251,9 @@ def parse_time(value: object) -> int:
         try:
             value = datetime.fromisoformat(value.replace("Z", "+00:00"))
         except ValueError:
-            raise ValueError(f"expected an RFC3339 time like 2024-01-01T00:00:00Z, got {value!r}") from None
+            raise ValueError(
+                f"expected an RFC3339 time like 2024-01-01T00:00:00Z, got {value!r}"
+            ) from None
     if isinstance(value, datetime):
         if value.tzinfo is None:
             value = value.replace(tzinfo=UTC)
@@ -312,9 +314,7 @@ def _convert(tp: Any, value: object, key: str, env: Mapping[str, str]) -> object
             value = [value]
         if not isinstance(value, list):
             raise ValueError(f"expected a list, got {value!r}")
-        return tuple(
-            _convert(item_tp, v, f"{key}[{i}]", env) for i, v in enumerate(value)
-        )
+        return tuple(_convert(item_tp, v, f"{key}[{i}]", env) for i, v in enumerate(value))
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
             raise ValueError(f"expected a table, got {value!r}")
@@ -412,11 +412,9 @@ def load_config(
 
 def validate(config: Config) -> None:
     """Cross-field checks that the types alone cannot express."""
-    host, sep, port = config.server.listen.rpartition(":")
+    _host, sep, port = config.server.listen.rpartition(":")
     if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise ConfigError(
-            f'must be HOST:PORT, got "{config.server.listen}"', key="server.listen"
-        )
+        raise ConfigError(f'must be HOST:PORT, got "{config.server.listen}"', key="server.listen")
     if bool(config.server.tls_cert) != bool(config.server.tls_key):
         raise ConfigError("tls_cert and tls_key must be set together", key="server.tls_cert")
     if config.server.workers < 1:

@@ -2,7 +2,7 @@
 
     GatewayError                 base of everything we raise on purpose
     ├── ConfigError              invalid config file or option (CLI exit 2); names file and key
-    ├── PolicyError              invalid token policy file (CLI exit 2, or reload refused); names file
+    ├── PolicyError              invalid token policy (CLI exit 2, or reload refused); names file
     ├── StartupError             cannot start: port in use, data dir not writable (CLI exit 3)
     ├── LineProtocolBodyError    the body as a whole is not line protocol (e.g. invalid UTF-8)
     └── StorageError             the durable log could not take a write (I/O error)

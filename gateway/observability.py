@@ -128,6 +128,16 @@ class Metrics:
             ["database"],
             registry=registry,
         )
+        self.storage_torn_tails = Counter(
+            "gateway_storage_torn_tails_total",
+            "Torn or corrupt log tails truncated when opening storage after a crash.",
+            registry=registry,
+        )
+        self.storage_torn_bytes = Counter(
+            "gateway_storage_torn_bytes_total",
+            "Bytes of torn log tails truncated when opening storage after a crash.",
+            registry=registry,
+        )
         self._databases: set[str] = set()
 
     def database_label(self, database: str) -> str:

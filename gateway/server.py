@@ -40,12 +40,10 @@ def serve(config: Config, *, listen: str | None = None, workers: int | None = No
     _prepare_data_dir(config.data_path)
     _ensure_policy(config)
     try:
-        import uvloop  # type: ignore[import-not-found,unused-ignore]  # optional [fast] extra
-
-        runner = uvloop.run
+        import uvloop  # optional [fast] extra
     except ImportError:
-        runner = asyncio.run
-    return runner(_serve(config))  # type: ignore[no-any-return]
+        return asyncio.run(_serve(config))
+    return uvloop.run(_serve(config))
 
 
 def _prepare_data_dir(path: Path) -> None:
@@ -104,9 +102,7 @@ async def _serve(config: Config) -> int:
         raise
     app = create_app(config, policy=policy)
     state = app[STATE]
-    runner = web.AppRunner(
-        app, access_log=None, shutdown_timeout=config.server.shutdown_timeout
-    )
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=config.server.shutdown_timeout)
     try:
         await runner.setup()
     except StorageError as e:

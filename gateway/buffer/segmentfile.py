@@ -74,6 +74,18 @@ def list_segments(directory: Path) -> list[tuple[int, Path, int]]:
     return found
 
 
+def list_segment_ids(directory: Path, *, after: int = -1) -> list[int]:
+    """Ids of the segment files above `after`, oldest first (names only, no stat)."""
+    try:
+        names = os.listdir(directory)
+    except FileNotFoundError:
+        return []
+    except OSError as e:
+        raise storage_error(e, f"cannot list {directory}") from e
+    ids = [int(m.group(1)) for m in map(_SEGMENT_NAME.match, names) if m is not None]
+    return sorted(i for i in ids if i > after)
+
+
 @dataclass(frozen=True, slots=True)
 class ScanEnd:
     """Where a scan stopped: the valid end, and whether the bytes after it are torn or corrupt."""

@@ -28,6 +28,7 @@ from gateway.buffer.record import Record
 from gateway.buffer.segmentfile import (
     ScanEnd,
     SegmentSummary,
+    list_segment_ids,
     list_segments,
     open_read,
     read_index,
@@ -225,30 +226,29 @@ class SegmentLog:
         Raises CorruptRecordError for a bad record in a closed segment (no torn tail is
         possible there); resume after it with Position(segment + 1, 0).
         """
-        segment, offset = start.segment, start.offset
-        while True:
-            ids = [sid for sid, _, _ in list_segments(self._directory) if sid >= segment]
-            if not ids:
-                return
-            if ids[0] != segment:  # deleted, or a cursor at the end of the previous segment
-                segment, offset = ids[0], 0
+        offset = start.offset
+        ids = list_segment_ids(self._directory, after=start.segment - 1)
+        while ids:
+            segment = ids.pop(0)
+            if segment != start.segment:  # deleted, or a cursor at the end of the previous one
+                offset = 0
             path = segment_path(self._directory, segment)
             try:
                 fd = open_read(path)
             except FileNotFoundError:  # deleted since the listing
-                segment, offset = segment + 1, 0
+                ids = ids or list_segment_ids(self._directory, after=segment)
                 continue
             try:
                 end = yield from _positions(fd, segment, offset)
-                if len(ids) == 1:  # was the last: stop at its end unless it was closed meanwhile
-                    if not any(sid > segment for sid, _, _ in list_segments(self._directory)):
+                if not ids:  # the last known: stop at its end unless it was closed meanwhile
+                    ids = list_segment_ids(self._directory, after=segment)
+                    if not ids:
                         return
                     end = yield from _positions(fd, segment, end.offset)
                 if end.state != "clean":
                     raise CorruptRecordError(f"{path}: invalid record at offset {end.offset}")
             finally:
                 os.close(fd)
-            segment, offset = segment + 1, 0
 
     def segment_summary(self, segment_id: int) -> SegmentSummary:
         """Size, counts and time range of one segment (from memory or its sidecar, else a scan)."""

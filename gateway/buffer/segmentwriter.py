@@ -94,12 +94,14 @@ class SegmentWriter:
     @property
     def end(self) -> Position:
         """The position after the last written record."""
-        return Position(self._active, self._size)
+        with self._meta_lock:
+            return Position(self._active, self._size)
 
     @property
     def total_bytes(self) -> int:
         """Bytes in all segments, from bookkeeping (no listing)."""
-        return self._closed_bytes + self._size
+        with self._meta_lock:
+            return self._closed_bytes + self._size
 
     def recover(self) -> RecoveryReport:
         """Create the directory or find its segments; cut a torn tail off the last one."""
@@ -165,8 +167,9 @@ class SegmentWriter:
                     end if isinstance(end, ValueError) else storage_error(e, "cannot append")
                     for end in ends
                 ]
-            self._size = start + total
-            self._summary = self._summary.plus(written, self._size)
+            summary = self._summary.plus(written, start + total)
+            with self._meta_lock:
+                self._size, self._summary = start + total, summary
             self.dirty = self.dirty or (bool(frames) and self._fsync_mode != "always")
             active = self._active
             if self._size >= self._segment_bytes:

@@ -9,7 +9,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from gateway.auth.credentials import extract_token
 from gateway.http.responses import json_response, v1_error, v2_error
-from gateway.http.state import STATE
+from gateway.http.state import LOG, STATE
 
 _CREATE_DATABASE = re.compile(
     r'^\s*CREATE\s+DATABASE\s+(?:"((?:[^"\\]|\\.)*)"|([A-Za-z0-9_\-/]+))\s*'
@@ -31,7 +31,9 @@ async def health(request: web.Request) -> web.Response:
     state = request.app[STATE]
     checks = []
     if state.config.store_enabled:
-        checks.append({"name": "store", "status": "pass", "message": "local store accepting writes"})
+        checks.append(
+            {"name": "store", "status": "pass", "message": "local store accepting writes"}
+        )
     refusing = state.shutting_down or not state.ready
     if state.shutting_down:
         message = "shutting down: not accepting writes"
@@ -82,7 +84,7 @@ async def query(request: web.Request) -> web.Response:
         for key, value in form.items():
             if isinstance(value, str):
                 params.setdefault(key, value)
-    log = request["log"]
+    log = request[LOG]
     token = extract_token(request.headers.get("Authorization"), params)
     identity = state.policy.authenticate(token, state.wall_clock())
     if isinstance(identity, str):
@@ -91,7 +93,7 @@ async def query(request: web.Request) -> web.Response:
     log.token = identity.name
     statement = params.get("q", "")
     if not statement.strip():
-        return v1_error(400, "missing required parameter \"q\"")
+        return v1_error(400, 'missing required parameter "q"')
 
     created = _CREATE_DATABASE.match(statement)
     if created:

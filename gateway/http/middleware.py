@@ -11,7 +11,7 @@ import structlog
 from aiohttp import web
 
 from gateway.http.responses import v1_error, v2_error
-from gateway.http.state import STATE, RequestLog
+from gateway.http.state import LOG, STATE, RequestLog
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -31,7 +31,9 @@ _WRITE_ENDPOINTS = frozenset({"v2_write", "v1_write"})
 access_log = structlog.get_logger("gateway.access")
 
 
-def _error(path: str, status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
+def _error(
+    path: str, status: int, message: str, headers: dict[str, str] | None = None
+) -> web.Response:
     if path in _V1_PATHS:
         return v1_error(status, message, headers=headers)
     return v2_error(status, message, headers=headers)
@@ -52,7 +54,7 @@ async def edge(request: web.Request, handler: Handler) -> web.StreamResponse:
         trace_span=request.headers.get("Zap-Trace-Span"),
         endpoint=endpoint,
     )
-    request["log"] = log
+    request[LOG] = log
     response: web.StreamResponse
     if endpoint in _WRITE_ENDPOINTS and state.shutting_down:
         response = _error(path, 503, "shutting down: not accepting writes", {"Retry-After": "5"})
@@ -72,12 +74,14 @@ async def edge(request: web.Request, handler: Handler) -> web.StreamResponse:
         except web.HTTPMethodNotAllowed as e:
             allowed = ", ".join(sorted(e.allowed_methods))
             response = _error(
-                path, 405, f"method {request.method} not allowed on {path} (allowed: {allowed})",
+                path,
+                405,
+                f"method {request.method} not allowed on {path} (allowed: {allowed})",
                 {"Allow": allowed},
             )
         except web.HTTPException as e:
             response = _error(path, e.status, e.reason)
-        except Exception:  # noqa: BLE001 - the last line of defence: log it, never leak a trace
+        except Exception:
             access_log.exception("unhandled error", request_id=request_id, path=path)
             response = _error(path, 500, "internal error")
         finally:

@@ -63,3 +63,6 @@ class RequestLog:
     bytes: int = 0
     encoding: str | None = None
     extra: dict[str, object] = field(default_factory=dict)
+
+
+LOG = web.RequestKey("gateway_request_log", RequestLog)

@@ -19,7 +19,7 @@ from gateway.buffer.record import Record
 from gateway.errors import LineProtocolBodyError, StorageError, StorageFullError
 from gateway.http.body import BadBody, BodyTooLarge, check_encoding, gunzip
 from gateway.http.responses import v1_error, v2_error
-from gateway.http.state import STATE, GatewayState, RequestLog
+from gateway.http.state import LOG, STATE, GatewayState
 from gateway.lineprotocol import PRECISIONS, Precision, ValidationResult, validate
 from gateway.routing import InvalidDatabase, source_name_v1, source_name_v2
 
@@ -51,7 +51,7 @@ def _precision_v2(value: str | None) -> Precision:
     if value is None or value == "":
         return "ns"
     if value in PRECISIONS:
-        return value  # type: ignore[return-value]  # checked against the literal's values
+        return value
     raise WriteRejected(
         400,
         "failed to deserialize org/bucket/precision in request: unknown variant "
@@ -100,7 +100,7 @@ def _decode_and_validate(
 
 async def _process(request: web.Request, api: Api) -> web.Response:
     state = request.app[STATE]
-    log: RequestLog = request["log"]
+    log = request[LOG]
     received_ns = state.clock()
     query = request.query
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from gateway.buffer.record import Record, encode
-from gateway.buffer.segmentlog import Position, SegmentLog, Syscalls
+from gateway.buffer.segmentlog import START, Position, SegmentLog, Syscalls
 from gateway.errors import CorruptRecordError, StorageError, StorageFullError
 
 
@@ -21,7 +21,7 @@ def _rec(seq: int, *, size: int = 0) -> Record:
     return Record("db", "ns", 10**18, "tok", 1, 1_000 + seq, 1_000 + seq, payload)
 
 
-def _payloads(log: SegmentLog, start: Position = Position(0, 0)) -> list[bytes]:
+def _payloads(log: SegmentLog, start: Position = START) -> list[bytes]:
     return [record.payload for _, record in log.read(start)]
 
 
@@ -350,7 +350,5 @@ async def test_failed_fsync_is_a_storage_error_and_drops_the_write(
 async def test_unencodable_record_fails_only_its_own_append(log: SegmentLog) -> None:
     """A record that cannot be framed fails its append; a concurrent one still succeeds."""
     bad = Record("db", "fortnight", 0, "tok", 1, 0, 0, b"x 1\n")
-    results = await asyncio.gather(
-        log.append([bad]), log.append([_rec(1)]), return_exceptions=True
-    )
+    results = await asyncio.gather(log.append([bad]), log.append([_rec(1)]), return_exceptions=True)
     assert (ValueError, Position) == (type(results[0]), type(results[1]))

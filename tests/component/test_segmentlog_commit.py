@@ -126,11 +126,11 @@ async def test_close_fsyncs_what_was_not_yet_synced(tmp_path: Path, counter: Fsy
 async def test_interval_mode_fsyncs_later_not_on_append(
     tmp_path: Path, counter: FsyncCounter
 ) -> None:
-    """With fsync="interval" the append returns unsynced and an fsync follows within the interval."""
-    log = _open(tmp_path, counter, "interval", interval=0.05)
+    """With fsync="interval" an append returns unsynced; an fsync follows within the interval."""
+    log = _open(tmp_path, counter, "interval", interval=0.1)
     await log.append([_rec(0)])
     at_return = counter.calls
-    await asyncio.sleep(0.2)
+    await asyncio.sleep(0.3)
     later = counter.calls
     await log.close()
     assert (0, 1) == (at_return, later)
@@ -139,11 +139,12 @@ async def test_interval_mode_fsyncs_later_not_on_append(
 async def test_interval_mode_fsyncs_at_most_once_per_interval(
     tmp_path: Path, counter: FsyncCounter
 ) -> None:
-    """Steady appends over ~0.3 s with a 0.1 s interval cost at most about 3 fsyncs."""
+    """Steady appends with a 0.1 s interval cost at most one fsync per elapsed interval."""
     log = _open(tmp_path, counter, "interval", interval=0.1)
+    began = time.monotonic()
     for seq in range(30):
         await log.append([_rec(seq)])
         await asyncio.sleep(0.01)
-    calls = counter.calls
+    calls, elapsed = counter.calls, time.monotonic() - began
     await log.close()
-    assert calls <= 4
+    assert 1 <= calls <= elapsed / 0.1 + 1

@@ -26,7 +26,9 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def cli(*args: str, cwd: Path | None = None, check: bool = True) -> subprocess.CompletedProcess[bytes]:
+def cli(
+    *args: str, cwd: Path | None = None, check: bool = True
+) -> subprocess.CompletedProcess[bytes]:
     """Run `influx-gateway ARGS` as a subprocess (the installed console entry)."""
     return subprocess.run(
         [sys.executable, "-m", "gateway", *args],
@@ -66,19 +68,19 @@ def start_gateway(tmp_path: Path, *extra: str) -> RunningGateway:
     stderr_path = tmp_path / f"gateway-{port}.stderr"
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     env.pop("INFLUX_GATEWAY_CONFIG", None)
-    process = subprocess.Popen(
-        [sys.executable, "-m", "gateway", "run", "--listen", f"127.0.0.1:{port}",
-         "--data-dir", str(data_dir), *extra],
-        cwd=tmp_path,
-        stdout=subprocess.DEVNULL,
-        stderr=stderr_path.open("wb"),
-        env=env,
-    )
+    command = [sys.executable, "-m", "gateway", "run", "--listen", f"127.0.0.1:{port}"]
+    command += ["--data-dir", str(data_dir), *extra]
+    with stderr_path.open("wb") as stderr:  # the child keeps its own descriptor
+        process = subprocess.Popen(
+            command, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=stderr, env=env
+        )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(f"gateway exited with {process.returncode}: {stderr_path.read_text()}")
+            raise RuntimeError(
+                f"gateway exited with {process.returncode}: {stderr_path.read_text()}"
+            )
         try:
             with urllib.request.urlopen(f"{url}/ready", timeout=1) as response:
                 if response.status == 200:

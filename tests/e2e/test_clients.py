@@ -24,7 +24,9 @@ NOW_S = int(time.time())
 
 def export(gateway: RunningGateway, database: str, *args: str) -> list[str]:
     """`store export --database DB` of the running gateway's data dir, as lines."""
-    result = cli("store", "export", "--database", database, "--data-dir", str(gateway.data_dir), *args)
+    result = cli(
+        "store", "export", "--database", database, "--data-dir", str(gateway.data_dir), *args
+    )
     return result.stdout.decode().splitlines()
 
 
@@ -38,7 +40,9 @@ def post(url: str, body: bytes, headers: dict[str, str]) -> tuple[int, bytes]:
         return e.code, e.read()
 
 
-def test_first_run_prints_the_admin_token_and_creates_the_policy(running_gateway: RunningGateway) -> None:
+def test_first_run_prints_the_admin_token_and_creates_the_policy(
+    running_gateway: RunningGateway,
+) -> None:
     """The embedded default creates policy.toml with an admin token and prints it once with curl."""
     assert running_gateway.token.startswith("igw_")
     stderr = running_gateway.stderr()
@@ -54,16 +58,20 @@ def test_influxdb_client_v2_with_batching_and_gzip(running_gateway: RunningGatew
     from influxdb_client import InfluxDBClient, Point, WritePrecision
     from influxdb_client.client.write_api import WriteOptions
 
-    with InfluxDBClient(url=running_gateway.url, token=running_gateway.token, org="any", enable_gzip=True) as client:
-        with client.write_api(
-            write_options=WriteOptions(batch_size=50, flush_interval=200, max_retries=0)
-        ) as write_api:
-            for i in range(120):
-                write_api.write(
-                    bucket="mydb",
-                    record=Point("cpu").tag("host", f"h{i % 3}").field("usage", i * 0.5).field("n", i)
-                    .time(NOW_S - 120 + i, WritePrecision.S),
-                )
+    with InfluxDBClient(
+        url=running_gateway.url, token=running_gateway.token, org="any", enable_gzip=True
+    ) as client, client.write_api(
+        write_options=WriteOptions(batch_size=50, flush_interval=200, max_retries=0)
+    ) as write_api:
+        for i in range(120):
+            write_api.write(
+                bucket="mydb",
+                record=Point("cpu")
+                .tag("host", f"h{i % 3}")
+                .field("usage", i * 0.5)
+                .field("n", i)
+                .time(NOW_S - 120 + i, WritePrecision.S),
+            )
     lines = export(running_gateway, "mydb")
     assert 120 == len(lines)
     assert f"cpu,host=h0 n=0i,usage=0 {(NOW_S - 120) * 10**9}" == lines[0]
@@ -74,10 +82,17 @@ def test_influxdb3_python(running_gateway: RunningGateway) -> None:
     """influxdb3-python writes through the v2 API; export shows the points."""
     from influxdb_client_3 import InfluxDBClient3, Point, WritePrecision
 
-    with InfluxDBClient3(host=running_gateway.url, token=running_gateway.token, database="v3db") as client:
+    with InfluxDBClient3(
+        host=running_gateway.url, token=running_gateway.token, database="v3db"
+    ) as client:
         client.write(record=f"weather,city=oslo temp=3.5 {NOW_S}", write_precision=WritePrecision.S)
-        client.write(record=Point("weather").tag("city", "rome").field("temp", 18.25).time(NOW_S, WritePrecision.S),
-                     write_precision=WritePrecision.S)
+        client.write(
+            record=Point("weather")
+            .tag("city", "rome")
+            .field("temp", 18.25)
+            .time(NOW_S, WritePrecision.S),
+            write_precision=WritePrecision.S,
+        )
     assert [
         f"weather,city=oslo temp=3.5 {NOW_S * 10**9}",
         f"weather,city=rome temp=18.25 {NOW_S * 10**9}",
@@ -87,7 +102,8 @@ def test_influxdb3_python(running_gateway: RunningGateway) -> None:
 def test_telegraf_influxdb_v2_shaped_request(running_gateway: RunningGateway) -> None:
     """A request shaped like Telegraf's outputs.influxdb_v2: gzip, no precision, Token auth."""
     body = "".join(
-        f"cpu,cpu=cpu{i},host=edge usage_idle={90 + i}.5,usage_user=1.25 {NOW_S * 10**9}\n" for i in range(4)
+        f"cpu,cpu=cpu{i},host=edge usage_idle={90 + i}.5,usage_user=1.25 {NOW_S * 10**9}\n"
+        for i in range(4)
     ).encode()
     status, _ = post(
         f"{running_gateway.url}/api/v2/write?bucket=telegraf&org=my-org",
@@ -129,7 +145,11 @@ def test_influxdb_v1_python_client(running_gateway: RunningGateway) -> None:
     from influxdb import InfluxDBClient
 
     client = InfluxDBClient(
-        host="127.0.0.1", port=running_gateway.port, username="u", password=running_gateway.token, database="v1db"
+        host="127.0.0.1",
+        port=running_gateway.port,
+        username="u",
+        password=running_gateway.token,
+        database="v1db",
     )
     client.create_database("v1db")
     assert client.write_points(
@@ -143,15 +163,33 @@ def test_influxdb_v1_python_client(running_gateway: RunningGateway) -> None:
 @pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
 def test_curl_write_and_error(running_gateway: RunningGateway) -> None:
     """curl: a write gets 204; a missing bucket gets the documented 400 body."""
-    base = ["curl", "-s", "-o", "/dev/stderr", "-w", "%{http_code}", "-H", f"Authorization: Token {running_gateway.token}"]
+    base = [
+        "curl",
+        "-s",
+        "-o",
+        "/dev/stderr",
+        "-w",
+        "%{http_code}",
+        "-H",
+        f"Authorization: Token {running_gateway.token}",
+    ]
     ok = subprocess.run(
-        [*base, f"{running_gateway.url}/api/v2/write?bucket=curl&precision=s", "--data-binary", f"cpu v=1 {NOW_S}"],
-        capture_output=True, timeout=10, check=True,
+        [
+            *base,
+            f"{running_gateway.url}/api/v2/write?bucket=curl&precision=s",
+            "--data-binary",
+            f"cpu v=1 {NOW_S}",
+        ],
+        capture_output=True,
+        timeout=10,
+        check=True,
     )
     assert b"204" == ok.stdout
     bad = subprocess.run(
         [*base, f"{running_gateway.url}/api/v2/write", "--data-binary", "cpu v=1"],
-        capture_output=True, timeout=10, check=True,
+        capture_output=True,
+        timeout=10,
+        check=True,
     )
     assert b"400" == bad.stdout
     assert b'{"code":"invalid","message":"missing bucket value"}' == bad.stderr
@@ -163,17 +201,27 @@ def test_export_filters_and_stats(running_gateway: RunningGateway) -> None:
         f"a,h=1 v=1 {(NOW_S - 30) * 10**9}\nb,h=1 v=2 {(NOW_S - 20) * 10**9}\n"
         f"a,h=2 v=3 {(NOW_S - 10) * 10**9}\n"
     ).encode()
-    status, _ = post(f"{running_gateway.url}/api/v2/write?bucket=f", body, {"Authorization": f"Token {running_gateway.token}"})
+    status, _ = post(
+        f"{running_gateway.url}/api/v2/write?bucket=f",
+        body,
+        {"Authorization": f"Token {running_gateway.token}"},
+    )
     assert 204 == status
     assert 2 == len(export(running_gateway, "f", "--measurement", "a"))
     start = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(NOW_S - 20))
-    assert [f"b,h=1 v=2 {(NOW_S - 20) * 10**9}"] == export(running_gateway, "f", "--start", start, "--end", "-5s")[:1]
-    stats = json.loads(cli("store", "stats", "--json", "--data-dir", str(running_gateway.data_dir)).stdout)
+    assert [f"b,h=1 v=2 {(NOW_S - 20) * 10**9}"] == export(
+        running_gateway, "f", "--start", start, "--end", "-5s"
+    )[:1]
+    stats = json.loads(
+        cli("store", "stats", "--json", "--data-dir", str(running_gateway.data_dir)).stdout
+    )
     row = next(s for s in stats if s["database"] == "f")
     assert (3, 3, 2) == (row["points"], row["series"], row["measurements"])
 
 
-def test_sigterm_exits_zero_and_data_survives(running_gateway: RunningGateway, tmp_path: Path) -> None:
+def test_sigterm_exits_zero_and_data_survives(
+    running_gateway: RunningGateway, tmp_path: Path
+) -> None:
     """SIGTERM: graceful exit 0; what got 204 is still exported afterwards."""
     status, _ = post(
         f"{running_gateway.url}/api/v2/write?bucket=keep&precision=s",
@@ -185,7 +233,9 @@ def test_sigterm_exits_zero_and_data_survives(running_gateway: RunningGateway, t
     assert [f"cpu v=1 {NOW_S * 10**9}"] == export(running_gateway, "keep")
 
 
-def test_kill_9_loses_no_acknowledged_write(running_gateway: RunningGateway, tmp_path: Path) -> None:
+def test_kill_9_loses_no_acknowledged_write(
+    running_gateway: RunningGateway, tmp_path: Path
+) -> None:
     """kill -9 right after a burst of 204s: every acknowledged line is in the store."""
     acknowledged = 0
     for i in range(50):
@@ -203,6 +253,13 @@ def test_kill_9_loses_no_acknowledged_write(running_gateway: RunningGateway, tmp
 def test_port_in_use_exits_3(running_gateway: RunningGateway, tmp_path: Path) -> None:
     """A second gateway on the same port exits 3 with a message."""
     other = tmp_path / "other"
-    result = cli("run", "--listen", f"127.0.0.1:{running_gateway.port}", "--data-dir", str(other), check=False)
+    result = cli(
+        "run",
+        "--listen",
+        f"127.0.0.1:{running_gateway.port}",
+        "--data-dir",
+        str(other),
+        check=False,
+    )
     assert 3 == result.returncode
     assert b"cannot listen" in result.stderr

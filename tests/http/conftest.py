@@ -31,7 +31,9 @@ def make_policy() -> Policy:
     """Four tokens: a writer on mydb/edge_*, a reader, an expired one, and one for everything."""
     return Policy(
         tokens=(
-            TokenEntry("writer", token_digest(WRITER), ("mydb", "edge_*", "db/rp"), ("mydb",), None, None),
+            TokenEntry(
+                "writer", token_digest(WRITER), ("mydb", "edge_*", "db/rp"), ("mydb",), None, None
+            ),
             TokenEntry("reader", token_digest(READER), (), ("mydb",), None, None),
             TokenEntry(
                 "expired",
@@ -98,3 +100,10 @@ def exported(client: TestClient[Any, Any], database: str) -> bytes:
     """Everything the local store holds for a database, as ns line protocol."""
     store: Any = state_of(client).sink
     return b"".join(store.export(database))
+
+
+def basic(user: str, password: str) -> dict[str, str]:
+    """A Basic Authorization header."""
+    import base64
+
+    return {"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()}

@@ -79,7 +79,9 @@ async def test_v2_query_not_supported(gateway: Any) -> None:
 async def test_create_database_is_answered_locally(gateway: Any) -> None:
     """CREATE DATABASE (Telegraf's v1 start-up) succeeds when the token may write it."""
     client = await gateway()
-    response = await client.post("/query", data={"q": 'CREATE DATABASE "mydb"'}, headers=auth(WRITER))
+    response = await client.post(
+        "/query", data={"q": 'CREATE DATABASE "mydb"'}, headers=auth(WRITER)
+    )
     assert 200 == response.status
     assert {"results": [{"statement_id": 0}]} == await response.json()
     response = await client.get("/query?q=CREATE+DATABASE+edge_1", headers=auth(WRITER))

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-import aiohttp
 import pytest
 
-from tests.http.conftest import WRITER, auth, exported
+from tests.http.conftest import WRITER, auth, basic, exported
 
 T = 1_699_999_990
 
@@ -24,7 +23,7 @@ async def test_v1_write_with_basic_auth(gateway: Any) -> None:
     """Basic auth (Telegraf's outputs.influxdb) authenticates."""
     client = await gateway()
     response = await client.post(
-        "/write?db=mydb&precision=s", data=f"cpu v=1 {T}", auth=aiohttp.BasicAuth("telegraf", WRITER)
+        "/write?db=mydb&precision=s", data=f"cpu v=1 {T}", headers=basic("telegraf", WRITER)
     )
     assert 204 == response.status
 
@@ -38,11 +37,15 @@ async def test_v1_missing_db(gateway: Any) -> None:
     assert "database is required" == response.headers["X-Influxdb-Error"]
 
 
-@pytest.mark.parametrize(("rp", "database"), [("", "mydb"), ("autogen", "mydb"), ("default", "mydb")])
+@pytest.mark.parametrize(
+    ("rp", "database"), [("", "mydb"), ("autogen", "mydb"), ("default", "mydb")]
+)
 async def test_v1_default_rp_maps_to_db(gateway: Any, rp: str, database: str) -> None:
     """rp empty/autogen/default writes to db itself."""
     client = await gateway()
-    response = await client.post(f"/write?db=mydb&rp={rp}&precision=s", data=f"cpu v=1 {T}", headers=auth(WRITER))
+    response = await client.post(
+        f"/write?db=mydb&rp={rp}&precision=s", data=f"cpu v=1 {T}", headers=auth(WRITER)
+    )
     assert 204 == response.status
     assert exported(client, database)
 
@@ -50,7 +53,9 @@ async def test_v1_default_rp_maps_to_db(gateway: Any, rp: str, database: str) ->
 async def test_v1_other_rp_maps_to_db_slash_rp(gateway: Any) -> None:
     """Another rp writes to the database "db/rp"."""
     client = await gateway()
-    response = await client.post("/write?db=db&rp=rp&precision=s", data=f"cpu v=1 {T}", headers=auth(WRITER))
+    response = await client.post(
+        "/write?db=db&rp=rp&precision=s", data=f"cpu v=1 {T}", headers=auth(WRITER)
+    )
     assert 204 == response.status
     assert f"cpu v=1 {T * 10**9}\n".encode() == exported(client, "db/rp")
 
@@ -58,12 +63,16 @@ async def test_v1_other_rp_maps_to_db_slash_rp(gateway: Any) -> None:
 async def test_v1_rewrite_rule(gateway: Any) -> None:
     """[[rewrite]] rules apply to the v1 name; permission is checked on the result."""
     client = await gateway("[[rewrite]]\nmatch = '^(.+)/weekly$'\ndatabase = 'edge_\\1'\n")
-    response = await client.post("/write?db=x&rp=weekly&precision=s", data=f"cpu v=1 {T}", headers=auth(WRITER))
+    response = await client.post(
+        "/write?db=x&rp=weekly&precision=s", data=f"cpu v=1 {T}", headers=auth(WRITER)
+    )
     assert 204 == response.status
     assert exported(client, "edge_x")
 
 
-@pytest.mark.parametrize(("precision", "factor"), [("n", 1), ("u", 1000), ("ms", 10**6), ("h", 3600 * 10**9)])
+@pytest.mark.parametrize(
+    ("precision", "factor"), [("n", 1), ("u", 1000), ("ms", 10**6), ("h", 3600 * 10**9)]
+)
 async def test_v1_precisions(gateway: Any, precision: str, factor: int) -> None:
     """v1 precision spellings n/u/ms/.../h are honoured."""
     client = await gateway()
@@ -78,7 +87,9 @@ async def test_v1_precisions(gateway: Any, precision: str, factor: int) -> None:
 async def test_v1_bad_precision(gateway: Any) -> None:
     """An unknown v1 precision: 400 naming it."""
     client = await gateway()
-    response = await client.post("/write?db=mydb&precision=x", data=b"cpu v=1", headers=auth(WRITER))
+    response = await client.post(
+        "/write?db=mydb&precision=x", data=b"cpu v=1", headers=auth(WRITER)
+    )
     assert 400 == response.status
     assert '"x"' in (await response.json())["error"]
 

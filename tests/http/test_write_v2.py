@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from gateway.errors import StorageFullError
-from tests.http.conftest import ALL, EXPIRED, NOW_NS, WRITER, auth, exported, state_of
+from tests.http.conftest import ALL, EXPIRED, NOW_NS, WRITER, auth, basic, exported, state_of
 
 JSON_TYPE = "application/json; charset=utf-8"
 T = 1_699_999_990_000_000_000  # a plausible ns timestamp, 10 s before the fixed clock
@@ -55,7 +55,9 @@ async def test_org_and_org_id_are_ignored(gateway: Any) -> None:
     """A non-empty org and any orgID are accepted and ignored."""
     client = await gateway()
     response = await client.post(
-        f"/api/v2/write?bucket=mydb&org=anything&orgID=123", data=f"cpu v=1 {T}", headers=auth(WRITER)
+        "/api/v2/write?bucket=mydb&org=anything&orgID=123",
+        data=f"cpu v=1 {T}",
+        headers=auth(WRITER),
     )
     assert 204 == response.status
 
@@ -69,7 +71,7 @@ async def test_unknown_precision(gateway: Any) -> None:
     assert 400 == response.status
     assert (
         b'{"code":"invalid","message":"failed to deserialize org/bucket/precision in request: '
-        b"unknown variant `u`, expected one of `ns`, `us`, `ms`, `s`, `m`, `h`\"}"
+        b'unknown variant `u`, expected one of `ns`, `us`, `ms`, `s`, `m`, `h`"}'
     ) == await response.read()
 
 
@@ -125,18 +127,18 @@ async def test_bearer_and_token_are_equivalent(gateway: Any, scheme: str) -> Non
     """Authorization: Bearer and Token both work."""
     client = await gateway()
     response = await client.post(
-        "/api/v2/write?bucket=mydb", data=f"cpu v=1 {T}", headers={"Authorization": f"{scheme} {WRITER}"}
+        "/api/v2/write?bucket=mydb",
+        data=f"cpu v=1 {T}",
+        headers={"Authorization": f"{scheme} {WRITER}"},
     )
     assert 204 == response.status
 
 
 async def test_basic_auth_with_token_as_password(gateway: Any) -> None:
     """Basic auth with the token as the password is accepted."""
-    import aiohttp
-
     client = await gateway()
     response = await client.post(
-        "/api/v2/write?bucket=mydb", data=f"cpu v=1 {T}", auth=aiohttp.BasicAuth("any", WRITER)
+        "/api/v2/write?bucket=mydb", data=f"cpu v=1 {T}", headers=basic("any", WRITER)
     )
     assert 204 == response.status
 
@@ -151,7 +153,9 @@ async def test_auth_comes_before_parameters(gateway: Any) -> None:
 async def test_forbidden_names_the_database(gateway: Any) -> None:
     """A token without write permission: 403 naming the database."""
     client = await gateway()
-    response = await client.post("/api/v2/write?bucket=other", data=b"cpu v=1", headers=auth(WRITER))
+    response = await client.post(
+        "/api/v2/write?bucket=other", data=b"cpu v=1", headers=auth(WRITER)
+    )
     assert 403 == response.status
     body = await response.json()
     assert "forbidden" == body["code"]
@@ -162,7 +166,9 @@ async def test_forbidden_comes_before_body_checks(gateway: Any) -> None:
     """Order of checks: 403 before the body is even looked at."""
     client = await gateway()
     response = await client.post(
-        "/api/v2/write?bucket=other", data=b"\xff", headers={**auth(WRITER), "Content-Encoding": "br"}
+        "/api/v2/write?bucket=other",
+        data=b"\xff",
+        headers={**auth(WRITER), "Content-Encoding": "br"},
     )
     assert 403 == response.status
 
@@ -178,9 +184,14 @@ async def test_invalid_database_name(gateway: Any) -> None:
 async def test_no_route(gateway: Any) -> None:
     """A database that no destination takes: 404 no route, nothing stored."""
     client = await gateway('[store]\ndatabases = ["mydb"]\n')
-    response = await client.post("/api/v2/write?bucket=edge_1", data=f"cpu v=1 {T}", headers=auth(WRITER))
+    response = await client.post(
+        "/api/v2/write?bucket=edge_1", data=f"cpu v=1 {T}", headers=auth(WRITER)
+    )
     assert 404 == response.status
-    assert {"code": "not found", "message": 'no route for database "edge_1"'} == await response.json()
+    assert {
+        "code": "not found",
+        "message": 'no route for database "edge_1"',
+    } == await response.json()
 
 
 async def test_unacceptable_content_encoding(gateway: Any) -> None:
@@ -190,7 +201,10 @@ async def test_unacceptable_content_encoding(gateway: Any) -> None:
         "/api/v2/write?bucket=mydb", data=b"x", headers={**auth(WRITER), "Content-Encoding": "br"}
     )
     assert 400 == response.status
-    assert {"code": "invalid", "message": "unacceptable content-encoding: br"} == await response.json()
+    assert {
+        "code": "invalid",
+        "message": "unacceptable content-encoding: br",
+    } == await response.json()
 
 
 async def test_gzip_body(gateway: Any) -> None:
@@ -223,7 +237,9 @@ async def test_corrupt_gzip(gateway: Any, data: bytes) -> None:
 async def test_raw_body_too_large(gateway: Any) -> None:
     """A body above max_body_bytes: 413."""
     client = await gateway(max_body_bytes=1000)
-    response = await client.post("/api/v2/write?bucket=mydb", data=b"c v=1\n" * 200, headers=auth(WRITER))
+    response = await client.post(
+        "/api/v2/write?bucket=mydb", data=b"c v=1\n" * 200, headers=auth(WRITER)
+    )
     assert 413 == response.status
     assert "request too large" == (await response.json())["code"]
 
@@ -308,7 +324,9 @@ async def test_partial_writes_off_stores_nothing(gateway: Any) -> None:
 async def test_at_most_100_errors_listed(gateway: Any) -> None:
     """The message lists the first 100 errors only."""
     client = await gateway()
-    response = await client.post("/api/v2/write?bucket=mydb", data=b"bad\n" * 250, headers=auth(WRITER))
+    response = await client.post(
+        "/api/v2/write?bucket=mydb", data=b"bad\n" * 250, headers=auth(WRITER)
+    )
     message = (await response.json())["message"]
     assert 100 == message.count("error parsing line")
     assert "error parsing line 100 (1-based)" in message
@@ -345,7 +363,9 @@ async def test_storage_full_is_503_with_retry_after(gateway: Any) -> None:
         raise StorageFullError("no space left on device")
 
     state_of(client).sink.append = full  # type: ignore[method-assign]
-    response = await client.post("/api/v2/write?bucket=mydb", data=f"cpu v=1 {T}", headers=auth(WRITER))
+    response = await client.post(
+        "/api/v2/write?bucket=mydb", data=f"cpu v=1 {T}", headers=auth(WRITER)
+    )
     assert 503 == response.status
     assert "unavailable" == (await response.json())["code"]
     assert int(response.headers["Retry-After"]) >= 1
@@ -359,7 +379,9 @@ async def test_internal_error_never_leaks(gateway: Any) -> None:
         raise RuntimeError("secret internals")
 
     state_of(client).sink.append = broken  # type: ignore[method-assign]
-    response = await client.post("/api/v2/write?bucket=mydb", data=f"cpu v=1 {T}", headers=auth(WRITER))
+    response = await client.post(
+        "/api/v2/write?bucket=mydb", data=f"cpu v=1 {T}", headers=auth(WRITER)
+    )
     assert 500 == response.status
     assert {"code": "internal error", "message": "internal error"} == await response.json()
 
@@ -381,7 +403,9 @@ async def test_concurrency_limit(gateway: Any) -> None:
     )
     while state.in_flight == 0:
         await asyncio.sleep(0.001)
-    second = await client.post("/api/v2/write?bucket=mydb", data=f"cpu v=2 {T}", headers=auth(WRITER))
+    second = await client.post(
+        "/api/v2/write?bucket=mydb", data=f"cpu v=2 {T}", headers=auth(WRITER)
+    )
     assert 503 == second.status
     assert "Retry-After" in second.headers
     release.set()
@@ -392,7 +416,9 @@ async def test_response_headers_and_request_id_echo(gateway: Any) -> None:
     """Every response carries the version, build and the echoed request id."""
     client = await gateway()
     response = await client.post(
-        "/api/v2/write?bucket=mydb", data=f"cpu v=1 {T}", headers={**auth(WRITER), "X-Request-Id": "abc-123"}
+        "/api/v2/write?bucket=mydb",
+        data=f"cpu v=1 {T}",
+        headers={**auth(WRITER), "X-Request-Id": "abc-123"},
     )
     assert "abc-123" == response.headers["X-Request-Id"]
     assert "influx-gateway" == response.headers["X-Influxdb-Build"]

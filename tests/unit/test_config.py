@@ -53,7 +53,15 @@ def test_example_config_loads() -> None:
 
 @pytest.mark.parametrize(
     ("text", "seconds"),
-    [("500ms", 0.5), ("30s", 30), ("5m", 300), ("1h", 3600), ("30d", 2_592_000), (10, 10), ("0", 0)],
+    [
+        ("500ms", 0.5),
+        ("30s", 30),
+        ("5m", 300),
+        ("1h", 3600),
+        ("30d", 2_592_000),
+        (10, 10),
+        ("0", 0),
+    ],
 )
 def test_durations(text: str | int, seconds: float) -> None:
     """Durations accept ms, s, m, h, d and plain seconds."""
@@ -69,7 +77,14 @@ def test_bad_durations(text: object) -> None:
 
 @pytest.mark.parametrize(
     ("text", "size"),
-    [("10GiB", 10 * 2**30), ("50MB", 50_000_000), ("64KiB", 65536), ("1KB", 1000), (123, 123), ("7", 7)],
+    [
+        ("10GiB", 10 * 2**30),
+        ("50MB", 50_000_000),
+        ("64KiB", 65536),
+        ("1KB", 1000),
+        (123, 123),
+        ("7", 7),
+    ],
 )
 def test_sizes(text: str | int, size: int) -> None:
     """Sizes accept KiB/MiB/GiB, KB/MB/GB and plain bytes."""
@@ -147,8 +162,10 @@ def test_unknown_section_is_an_error(tmp_path: Path) -> None:
         ("[[rewrite]]\nmatch = '^(a'\ndatabase = 'x'\n", "rewrite[0].match"),
         ("[[rewrite]]\nmatch = '^a$'\ndatabase = '\\1'\n", "rewrite[0].database"),
         ('[[upstreams]]\nname = "a"\nurl = "ftp://x"\n', "upstreams[0].url"),
-        ('[[upstreams]]\nname = "a"\nurl = "http://x"\n[[upstreams]]\nname = "a"\nurl = "http://y"\n',
-         "upstreams[1].name"),
+        (
+            '[[upstreams]]\nname = "a"\nurl = "http://x"\n[[upstreams]]\nname = "a"\nurl = "http://y"\n',
+            "upstreams[1].name",
+        ),
     ],
 )
 def test_invalid_values_name_the_key(tmp_path: Path, text: str, key: str) -> None:
@@ -181,9 +198,7 @@ def test_store_defaults_to_enabled_only_without_upstreams(tmp_path: Path) -> Non
 
 def test_redacted_hides_upstream_tokens(tmp_path: Path) -> None:
     """The effective config never shows a secret."""
-    path = write(
-        tmp_path, '[[upstreams]]\nname = "a"\nurl = "http://x"\ntoken = "${SECRET}"\n'
-    )
+    path = write(tmp_path, '[[upstreams]]\nname = "a"\nurl = "http://x"\ntoken = "${SECRET}"\n')
     data = redacted(load_config(path, env={"SECRET": "s3cr3t-value"}))
     assert "<redacted>" == data["upstreams"][0]["token"]
     assert "s3cr3t-value" not in repr(data)
