@@ -1,8 +1,9 @@
 """create_app: wire config, policy, routing, storage and metrics into an aiohttp application.
 
 The data flow is visible in the routes: the write handlers validate and hand each accepted
-write to the app's WriteSink (the local store), which returns once the write is durable.
-Storage opens and closes with the app (cleanup_ctx), so tests and `run` share one lifecycle.
+write to the app's sink (Destinations: the write-ahead log, or the local store when no upstream
+is configured), which returns once the write is durable. Storage and the delivery loops open
+and close with the app (cleanup_ctx), so tests and `run` share one lifecycle.
 """
 
 from __future__ import annotations
@@ -19,8 +20,9 @@ from prometheus_client import CollectorRegistry
 from gateway import __version__
 from gateway.auth.policy import Policy
 from gateway.auth.policyfile import load_policy
+from gateway.buffer.segmentlog import RecoveryReport
 from gateway.config import Config
-from gateway.errors import StartupError
+from gateway.destinations import Destinations
 from gateway.http import endpoints
 from gateway.http.middleware import edge
 from gateway.http.state import STATE, GatewayState
@@ -51,28 +53,19 @@ def create_app(
     policy: Policy | None = None,
 ) -> web.Application:
     """The gateway as an aiohttp application; storage opens on startup, closes on cleanup."""
-    if config.upstreams:
-        raise StartupError(
-            "forwarding to [[upstreams]] is not available in this version; "
-            "remove them to use the local store"
-        )
     if policy is None:
         policy = load_policy(config.policy_path)
-    store = LocalStore(
-        config.store_path,
-        retention_ns=int(config.store.retention * 1e9) if config.store.retention else None,
-        fsync=config.buffer.fsync,
-        fsync_interval=config.buffer.fsync_interval,
-        segment_bytes=config.buffer.segment_bytes,
-        clock=clock,
-    )
+    metrics = Metrics(registry if registry is not None else CollectorRegistry())
+    router = build_router(config)
+    destinations = Destinations(config, router=router, metrics=metrics, clock=clock)
     state = GatewayState(
         config=config,
-        metrics=Metrics(registry if registry is not None else CollectorRegistry()),
+        metrics=metrics,
         policy=policy,
-        router=build_router(config),
+        router=router,
         time_policy=TimePolicy(config.precision),
-        sink=store,
+        sink=destinations,
+        destinations=destinations,
         clock=clock,
         version=__version__,
     )
@@ -97,33 +90,36 @@ def create_app(
     app.router.add_get("/query", endpoints.query)
     app.router.add_post("/query", endpoints.query)
 
-    async def storage(app: web.Application) -> AsyncIterator[None]:
-        loop = asyncio.get_running_loop()
-        await loop.run_in_executor(None, store.open)
-        _report_recovery(store, state.metrics)
-        retention = asyncio.create_task(_retention_loop(store))
+    async def lifecycle(app: web.Application) -> AsyncIterator[None]:
+        reports = await asyncio.to_thread(destinations.open)
+        _report_recovery(reports, metrics)
+        await destinations.start()
+        retention = None
+        if destinations.store is not None:
+            retention = asyncio.create_task(_retention_loop(destinations.store))
         state.ready = True
         yield
         state.ready = False
         state.shutting_down = True
-        retention.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await retention
-        await store.close()
+        if retention is not None:
+            retention.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await retention
+        await destinations.stop(config.server.shutdown_timeout)
 
-    app.cleanup_ctx.append(storage)
+    app.cleanup_ctx.append(lifecycle)
     return app
 
 
-def _report_recovery(store: LocalStore, metrics: Metrics) -> None:
-    """Log and count every torn tail that opening the store truncated."""
-    for database, report in store.recovery.items():
+def _report_recovery(reports: list[tuple[str, RecoveryReport]], metrics: Metrics) -> None:
+    """Log and count every torn tail that opening storage truncated."""
+    for where, report in reports:
         if report.torn_tails:
             metrics.storage_torn_tails.inc(report.torn_tails)
             metrics.storage_torn_bytes.inc(report.torn_bytes)
             log.warning(
                 "truncated a torn tail (an unacknowledged write cut short by a crash)",
-                database=database,
+                log=where,
                 torn_bytes=report.torn_bytes,
                 torn_tails=report.torn_tails,
             )
@@ -131,10 +127,9 @@ def _report_recovery(store: LocalStore, metrics: Metrics) -> None:
 
 async def _retention_loop(store: LocalStore) -> None:
     """Enforce the store's retention at start-up and every minute."""
-    loop = asyncio.get_running_loop()
     while True:
         try:
-            freed = await loop.run_in_executor(None, store.enforce_retention)
+            freed = await asyncio.to_thread(store.enforce_retention)
             if freed:
                 log.info("retention enforced", bytes_freed=freed)
         except Exception:

@@ -353,5 +353,152 @@ def store_export(
     out.flush()
 
 
+# ---------------------------------------------------------------------------------- buffer
+
+
+@main.group("buffer")
+def buffer_group() -> None:
+    """Inspect the write-ahead buffer."""
+
+
+@buffer_group.command("status")
+@click.option("--json", "as_json", is_flag=True, help="JSON output.")
+@config_options
+def buffer_status(as_json: bool, config_file: str | None, data_dir: str | None) -> None:
+    """Per upstream: pending records/bytes, oldest pending age, dead letters."""
+    from gateway.destinations import build_wal, deadletter_dir
+    from gateway.forward import deadletter
+    from gateway.forward.storesink import STORE_CONSUMER
+
+    config = load(config_file, data_dir)
+    now = time.time_ns()
+    rows = []
+    wal = build_wal(config, read_only=True) if config.upstreams else None
+    try:
+        if wal is not None:
+            wal.open()
+        for name in [up.name for up in config.upstreams] + (
+            [STORE_CONSUMER] if wal is not None and config.store_enabled else []
+        ):
+            assert wal is not None
+            status = wal.status(name)
+            age = None
+            if status.oldest_pending_ns is not None:
+                age = max(0.0, (now - status.oldest_pending_ns) / 1e9)
+            letters = deadletter.list_letters(deadletter_dir(config), name)
+            rows.append(
+                {
+                    "upstream": "store" if name == STORE_CONSUMER else name,
+                    "pending_records": status.pending_records,
+                    "pending_bytes": status.pending_bytes,
+                    "oldest_pending_age_seconds": None if age is None else round(age, 3),
+                    "deadletter_entries": len(letters),
+                    "deadletter_lines": sum(x.lines for x in letters),
+                }
+            )
+    except StorageError as e:
+        fail(str(e), 1)
+    if as_json:
+        click.echo(orjson.dumps(rows, option=orjson.OPT_INDENT_2).decode())
+        return
+    if not rows:
+        click.echo("no upstream configured: accepted writes go straight to the local store")
+        return
+    print_table(
+        ["UPSTREAM", "PENDING_RECORDS", "PENDING_BYTES", "OLDEST_PENDING", "DEAD_LETTERS"],
+        [
+            [
+                str(r["upstream"]),
+                str(r["pending_records"]),
+                str(r["pending_bytes"]),
+                "-"
+                if r["oldest_pending_age_seconds"] is None
+                else f"{r['oldest_pending_age_seconds']:.1f}s",
+                f"{r['deadletter_entries']} ({r['deadletter_lines']} lines)",
+            ]
+            for r in rows
+        ],
+    )
+
+
+# ---------------------------------------------------------------------------------- deadletter
+
+
+@main.group("deadletter")
+def deadletter_group() -> None:
+    """List, replay or purge writes that upstreams refused for good."""
+
+
+def _known_upstream(config: Config, upstream: str | None) -> None:
+    if upstream is not None and upstream not in {up.name for up in config.upstreams}:
+        known = ", ".join(up.name for up in config.upstreams) or "none"
+        fail(f'no upstream named "{upstream}" in the config (upstreams: {known})')
+
+
+@deadletter_group.command("list")
+@click.option("--upstream", default=None, help="Only this upstream.")
+@click.option("--json", "as_json", is_flag=True, help="JSON output (with the data).")
+@config_options
+def deadletter_list(
+    upstream: str | None, as_json: bool, config_file: str | None, data_dir: str | None
+) -> None:
+    """List dead letters: when, where, why, how many lines."""
+    from dataclasses import asdict
+
+    from gateway.destinations import deadletter_dir
+    from gateway.forward import deadletter
+
+    config = load(config_file, data_dir)
+    _known_upstream(config, upstream)
+    try:
+        letters = deadletter.list_letters(deadletter_dir(config), upstream)
+    except StorageError as e:
+        fail(str(e), 1)
+    if as_json:
+        click.echo(orjson.dumps([asdict(x) for x in letters], option=orjson.OPT_INDENT_2).decode())
+        return
+    print_table(
+        ["TIME", "UPSTREAM", "DATABASE", "STATUS", "LINES", "MESSAGE"],
+        [
+            [x.time, x.upstream, x.database, str(x.status), str(x.lines), x.message[:120]]
+            for x in letters
+        ],
+    )
+
+
+@deadletter_group.command("replay")
+@click.option("--upstream", default=None, help="Only this upstream.")
+@config_options
+def deadletter_replay(upstream: str | None, config_file: str | None, data_dir: str | None) -> None:
+    """Send dead letters to their upstream again (now if the gateway runs, else at its start)."""
+    from gateway.destinations import deadletter_dir
+    from gateway.forward import deadletter
+
+    config = load(config_file, data_dir)
+    _known_upstream(config, upstream)
+    try:
+        count = deadletter.queue_replay(deadletter_dir(config), upstream)
+    except StorageError as e:
+        fail(str(e), 1)
+    click.echo(f"queued {count} dead letter(s) for replay", err=True)
+
+
+@deadletter_group.command("purge")
+@click.option("--upstream", default=None, help="Only this upstream.")
+@config_options
+def deadletter_purge(upstream: str | None, config_file: str | None, data_dir: str | None) -> None:
+    """Delete dead letters."""
+    from gateway.destinations import deadletter_dir
+    from gateway.forward import deadletter
+
+    config = load(config_file, data_dir)
+    _known_upstream(config, upstream)
+    try:
+        count = deadletter.purge(deadletter_dir(config), upstream)
+    except StorageError as e:
+        fail(str(e), 1)
+    click.echo(f"purged {count} dead letter(s)", err=True)
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -135,7 +135,7 @@ async def _serve(config: Config) -> int:
         pid=os.getpid(),
     )
     await stop.wait()
-    log.info("shutting down", timeout_s=config.server.shutdown_timeout)
+    log.info("shutting down", timeout_s=float(config.server.shutdown_timeout))
     state.shutting_down = True
     await runner.cleanup()
     log.info("stopped")

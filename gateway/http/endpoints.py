@@ -29,16 +29,14 @@ async def ping(request: web.Request) -> web.Response:
 async def health(request: web.Request) -> web.Response:
     """GET /health: overall status plus one check per destination."""
     state = request.app[STATE]
-    checks = []
-    if state.config.store_enabled:
-        checks.append(
-            {"name": "store", "status": "pass", "message": "local store accepting writes"}
-        )
-    refusing = state.shutting_down or not state.ready
+    checks = state.destinations.checks()
+    refusing = state.shutting_down or not state.ready or state.destinations.full
     if state.shutting_down:
         message = "shutting down: not accepting writes"
     elif not state.ready:
         message = "starting: not ready for writes yet"
+    elif state.destinations.full:
+        message = "buffer full: refusing writes until upstreams catch up"
     else:
         message = "ready for writes"
     body = {

@@ -12,6 +12,7 @@ from aiohttp import web
 from gateway.auth.policy import Policy
 from gateway.buffer.record import Record
 from gateway.config import Config
+from gateway.destinations import Destinations
 from gateway.observability import Metrics
 from gateway.routing import Router
 from gateway.timepolicy import TimePolicy
@@ -33,6 +34,7 @@ class GatewayState:
     router: Router
     time_policy: TimePolicy
     sink: WriteSink
+    destinations: Destinations
     clock: Callable[[], int]  # nanoseconds since the epoch
     version: str
     ready: bool = False

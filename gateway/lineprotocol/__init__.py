@@ -3,6 +3,7 @@ what is accepted, and read accepted bodies back.
 
     split.py      where a logical line ends (IOx's quote/escape-aware splitter), comment skipping
     syntax.py     the grammar of one line (the exact, reference parser) and unescaping
+    diagnose.py   the wording of syntax errors
     rules.py      InfluxDB 3's write rules: duplicate tags/fields, `time`, tag/field clashes
     fastpath.py   bulk checks over runs of plain lines (the C-speed part of the hot path)
     precision.py  precisions, scaling, the plausibility guard and its messages, round_to

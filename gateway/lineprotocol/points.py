@@ -28,6 +28,7 @@ from gateway.lineprotocol.syntax import (
     parse_series,
     unescape,
     unescape_string,
+    value_kind,
 )
 
 FieldValue = float | int | str | bool
@@ -106,14 +107,15 @@ def _point(content: bytes) -> Point:
 
 def field_value(field: Field) -> FieldValue:
     """The Python value of a parsed field (`UInt` for unsigned)."""
-    token = field.value
-    if field.kind == FLOAT:
+    token = field[1]
+    kind = value_kind(token)
+    if kind == FLOAT:
         return float(token)
-    if field.kind == INTEGER:
+    if kind == INTEGER:
         return int64_token(token[:-1]) or 0
-    if field.kind == UNSIGNED:
+    if kind == UNSIGNED:
         return UInt(uint64_token(token[:-1]) or 0)
-    if field.kind == STRING:
+    if kind == STRING:
         return unescape_string(token).decode()
     return token[:1] in (b"t", b"T")
 

@@ -23,6 +23,7 @@ from gateway.lineprotocol.syntax import (
     ParsedLine,
     show,
     unescape,
+    value_kind,
 )
 
 _TIME = b"time"
@@ -40,20 +41,22 @@ def resolve_fields(line: ParsedLine) -> list[tuple[bytes, Field]]:
         tag_keys.add(key)
     kept: list[tuple[bytes, Field]] = []
     later_kind: dict[bytes, int] = {}
+    escaped = any(b"\\" in key for key, _ in line.fields)
     for field in reversed(line.fields):
-        key = unescape(field.key, NAME_ESCAPES)
+        key = unescape(field[0], NAME_ESCAPES) if escaped else field[0]
         if key == _TIME:
             continue
         kind = later_kind.get(key)
+        this_kind = value_kind(field[1])
         if kind is None:
             if key in tag_keys:
                 raise LineSyntaxError(f"{show(key)} is used both as a tag and as a field")
-            later_kind[key] = field.kind
+            later_kind[key] = this_kind
             kept.append((key, field))
-        elif kind != field.kind:
+        elif kind != this_kind:
             raise LineSyntaxError(
                 f"field {show(key)} has type {TYPE_NAMES[kind]} here "
-                f"but {TYPE_NAMES[field.kind]} earlier in this line"
+                f"but {TYPE_NAMES[this_kind]} earlier in this line"
             )
     if not kept:
         raise LineSyntaxError("no fields other than `time` (a field named `time` is ignored)")
@@ -63,7 +66,7 @@ def resolve_fields(line: ParsedLine) -> list[tuple[bytes, Field]]:
 
 def check_rules(line: ParsedLine) -> None:
     """Raise LineSyntaxError when a parsed line breaks a write rule (cheap when all is well)."""
-    keys = [field.key for field in line.fields]
+    keys = [key for key, _ in line.fields]
     tag_keys = [key for key, _ in line.tags]
     if not any(b"\\" in key for key in keys) and not any(b"\\" in key for key in tag_keys):
         # Without escapes raw names are the names: settle the common case with set sizes.

@@ -173,6 +173,8 @@ class _Run:
         if b"\r" in chunk:  # only ever just before a newline or at the very end
             chunk = chunk.replace(b"\r\n", b"\n").removesuffix(b"\r")
             self.changed = True
+        if not chunk.endswith(b"\n"):
+            self.changed = True  # the last line gets its newline
         flagged = fastpath.flagged_lines(chunk, None, self.max_line_bytes)
         if not flagged and not policy.rewrites:
             tokens = fastpath.timestamps(chunk)
@@ -184,7 +186,6 @@ class _Run:
                     self.parts.append(chunk)
                     if not chunk.endswith(b"\n"):
                         self.parts.append(b"\n")
-                        self.changed = True
                     self.accepted += count
                     self._span(lowest * policy.unit, highest * policy.unit)
                     return
@@ -199,7 +200,7 @@ class _Run:
             if token is None:
                 self.parts.append(line + b" " + policy.stamp_token + b"\n")
                 self.changed = True
-            elif policy.rewrites:
+            elif policy.rewrites and policy.token(ns) != token:
                 self.parts.append(line[: space + 1] + policy.token(ns) + b"\n")
                 self.changed = True
             else:
@@ -248,7 +249,7 @@ class _Run:
             if reason is not None:
                 self.reject(line_no, reason)
                 return
-            token = policy.token(ns)
+            token = policy.token(ns) if policy.rewrites else parsed.timestamp_token or b""
         out = _series_and_fields(content, parsed) + b" " + token
         if out != raw:
             self.changed = True
@@ -259,17 +260,12 @@ class _Run:
 
 def _series_and_fields(content: bytes, parsed: ParsedLine) -> bytes:
     """The line up to its last field value, with raw commas in field keys escaped."""
-    if not any(b"," in field.key for field in parsed.fields):
+    fields = parsed.fields
+    commas = content.count(b",", parsed.fields_start, parsed.fields_end)
+    if commas == len(fields) - 1 or not any(b"," in key for key, _ in fields):
         return content[: parsed.fields_end]
-    pieces: list[bytes] = []
-    last = 0
-    for field in parsed.fields:
-        if b"," in field.key:
-            pieces.append(content[last : field.key_start])
-            pieces.append(_KEY_COMMA.sub(_escape_comma, field.key))
-            last = field.key_end
-    pieces.append(content[last : parsed.fields_end])
-    return b"".join(pieces)
+    rebuilt = b",".join(_KEY_COMMA.sub(_escape_comma, key) + b"=" + value for key, value in fields)
+    return content[: parsed.fields_start] + rebuilt
 
 
 def _escape_comma(found: re.Match[bytes]) -> bytes:

@@ -58,11 +58,14 @@ def test_influxdb_client_v2_with_batching_and_gzip(running_gateway: RunningGatew
     from influxdb_client import InfluxDBClient, Point, WritePrecision
     from influxdb_client.client.write_api import WriteOptions
 
-    with InfluxDBClient(
-        url=running_gateway.url, token=running_gateway.token, org="any", enable_gzip=True
-    ) as client, client.write_api(
-        write_options=WriteOptions(batch_size=50, flush_interval=200, max_retries=0)
-    ) as write_api:
+    with (
+        InfluxDBClient(
+            url=running_gateway.url, token=running_gateway.token, org="any", enable_gzip=True
+        ) as client,
+        client.write_api(
+            write_options=WriteOptions(batch_size=50, flush_interval=200, max_retries=0)
+        ) as write_api,
+    ):
         for i in range(120):
             write_api.write(
                 bucket="mydb",

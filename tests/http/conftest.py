@@ -98,7 +98,7 @@ def auth(token: str) -> dict[str, str]:
 
 def exported(client: TestClient[Any, Any], database: str) -> bytes:
     """Everything the local store holds for a database, as ns line protocol."""
-    store: Any = state_of(client).sink
+    store: Any = state_of(client).destinations.store
     return b"".join(store.export(database))
 
 

@@ -1,0 +1,239 @@
+"""The write-ahead buffer: one segmented log, appended once per accepted write, and one durable
+cursor per consumer (each upstream, and the local store when upstreams exist).
+
+Fan-out costs no extra writes: every consumer reads the same records from its own cursor.
+Segments are deleted once every cursor has passed them. The buffer is bounded by `max_bytes`:
+when full, a consumer with `drop_oldest` gives up its oldest segment (counted), otherwise new
+appends are refused with StorageFullError (the HTTP layer answers 503).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from gateway.buffer.cursor import Cursor, ensure_directory, load_cursor, store_cursor
+from gateway.buffer.record import Record
+from gateway.buffer.segmentlog import FsyncMode, Position, RecoveryReport, SegmentLog
+from gateway.errors import StorageFullError
+
+LOG_DIR = "log"
+CURSOR_DIR = "cursors"
+
+
+@dataclass(frozen=True, slots=True)
+class Consumer:
+    """One reader of the log: an upstream or the local store."""
+
+    name: str
+    drop_oldest: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ConsumerStatus:
+    """What is pending for one consumer."""
+
+    name: str
+    pending_bytes: int
+    pending_records: int
+    oldest_pending_ns: int | None  # receive time of the oldest pending record
+
+
+@dataclass(frozen=True, slots=True)
+class Dropped:
+    """What a drop_oldest consumer gave up to make room."""
+
+    consumer: str
+    records: int
+    lines: int
+
+
+class WriteAheadLog:
+    """The segmented log plus the cursors of its consumers."""
+
+    def __init__(
+        self,
+        directory: Path,
+        consumers: Sequence[Consumer],
+        *,
+        max_bytes: int,
+        fsync: FsyncMode = "always",
+        fsync_interval: float = 1.0,
+        segment_bytes: int = 64 * 2**20,
+        read_only: bool = False,
+        clock: Callable[[], int] = time.time_ns,
+    ) -> None:
+        self.directory = directory
+        self.consumers = {c.name: c for c in consumers}
+        self.max_bytes = max_bytes
+        self._read_only = read_only
+        self._clock = clock
+        self._cursor_dir = directory / CURSOR_DIR
+        self._executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="wal")
+        self.log = SegmentLog(
+            directory / LOG_DIR,
+            segment_bytes=segment_bytes,
+            fsync=fsync,
+            fsync_interval=fsync_interval,
+            read_only=read_only,
+            executor=None if read_only else self._executor,
+        )
+        self._cursors: dict[str, Cursor] = {}
+        self._wakeups: dict[str, asyncio.Event] = {}
+        self.on_drop: Callable[[Dropped], None] = lambda dropped: None
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    def open(self) -> RecoveryReport:
+        """Recover the log (torn tail cut off) and load every consumer's cursor.
+
+        A consumer seen for the first time starts at the current end of the log: it receives
+        writes accepted from now on (backfill older data with `influx-gateway replay`).
+        """
+        if not self._read_only:
+            ensure_directory(self._cursor_dir)
+        report = self.log.open()
+        oldest = self._oldest_segment()
+        for name in self.consumers:
+            cursor = load_cursor(self._cursor_dir, name)
+            if cursor is None:
+                cursor = Cursor(self.log.end)
+                if not self._read_only:
+                    store_cursor(self._cursor_dir, name, cursor)
+            elif cursor.position.segment < oldest:  # its segments were deleted (dropped)
+                cursor = Cursor(Position(oldest, 0))
+            self._cursors[name] = cursor
+        return report
+
+    async def close(self) -> None:
+        """Finish pending appends and release the log."""
+        await self.log.close()
+        self._executor.shutdown(wait=False)
+
+    # -- writing ---------------------------------------------------------------------------------
+
+    async def append(self, record: Record) -> Position:
+        """Append one accepted write; durable (per fsync mode) when it returns."""
+        if self.log.total_bytes >= self.max_bytes:
+            self._make_room()
+        position = await self.log.append((record,))
+        for event in self._wakeups.values():
+            event.set()
+        return position
+
+    def _make_room(self) -> None:
+        """Drop the oldest segment of drop_oldest consumers; refuse when still full."""
+        while self.log.total_bytes >= self.max_bytes:
+            oldest = self._oldest_segment()
+            if oldest >= self.log.active_segment:
+                break
+            holders = [n for n, c in self._cursors.items() if c.position.segment <= oldest]
+            if not holders or any(not self.consumers[n].drop_oldest for n in holders):
+                break
+            summary = self.log.segment_summary(oldest)
+            for name in holders:
+                cursor = self._cursors[name]
+                self.on_drop(
+                    Dropped(
+                        name,
+                        summary.records - cursor.records_in_segment,
+                        summary.lines - cursor.lines_in_segment,
+                    )
+                )
+                self._cursors[name] = Cursor(Position(oldest + 1, 0))
+                store_cursor(self._cursor_dir, name, self._cursors[name])
+            self.log.delete_segments_before(oldest + 1)
+        if self.log.total_bytes >= self.max_bytes:
+            raise StorageFullError(
+                f"{self.log.total_bytes} bytes pending, the limit (buffer.max_bytes) is "
+                f"{self.max_bytes}"
+            )
+
+    # -- consuming -------------------------------------------------------------------------------
+
+    def cursor(self, name: str) -> Cursor:
+        """Where a consumer has got to."""
+        return self._cursors[name]
+
+    def wakeup(self, name: str) -> asyncio.Event:
+        """An event set whenever a record is appended (the consumer clears it before reading)."""
+        event = self._wakeups.get(name)
+        if event is None:
+            event = self._wakeups[name] = asyncio.Event()
+        return event
+
+    def read(
+        self, start: Position, *, max_records: int, max_lines: int, max_bytes: int
+    ) -> list[tuple[Position, Record]]:
+        """Records from `start` on, up to the limits (at least one when any is there)."""
+        out: list[tuple[Position, Record]] = []
+        lines = size = 0
+        for position, record in self.log.read(start):
+            out.append((position, record))
+            lines += record.lines
+            size += len(record.payload)
+            if len(out) >= max_records or lines >= max_lines or size >= max_bytes:
+                break
+        return out
+
+    async def read_async(
+        self, start: Position, *, max_records: int, max_lines: int, max_bytes: int
+    ) -> list[tuple[Position, Record]]:
+        """`read` in a worker thread."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(
+            self._executor,
+            lambda: self.read(
+                start, max_records=max_records, max_lines=max_lines, max_bytes=max_bytes
+            ),
+        )
+
+    async def commit(self, name: str, cursor: Cursor) -> None:
+        """Store a consumer's new cursor (never backwards), then delete passed segments."""
+        current = self._cursors[name]
+        if cursor.position <= current.position:
+            return
+        self._cursors[name] = cursor
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._executor, self._persist, name, cursor)
+
+    def _persist(self, name: str, cursor: Cursor) -> None:
+        store_cursor(self._cursor_dir, name, cursor)
+        lowest = min(c.position.segment for c in self._cursors.values())
+        if lowest > self._oldest_segment():
+            self.log.delete_segments_before(lowest)
+
+    # -- status ----------------------------------------------------------------------------------
+
+    def _oldest_segment(self) -> int:
+        segments = self.log.segments()
+        return segments[0][0] if segments else self.log.end.segment
+
+    def status(self, name: str) -> ConsumerStatus:
+        """Pending bytes, records and the oldest pending receive time of one consumer."""
+        cursor = self._cursors[name]
+        segments = [(sid, size) for sid, _, size in self.log.segments()]
+        pending_bytes = pending_records = 0
+        for sid, size in segments:
+            if sid < cursor.position.segment:
+                continue
+            summary = self.log.segment_summary(sid)
+            if sid == cursor.position.segment:
+                pending_bytes += max(0, size - cursor.position.offset)
+                pending_records += max(0, summary.records - cursor.records_in_segment)
+            else:
+                pending_bytes += size
+                pending_records += summary.records
+        oldest = None
+        if pending_records:
+            first = next(self._records_from(cursor.position), None)
+            oldest = first.received_ns if first is not None else None
+        return ConsumerStatus(name, pending_bytes, pending_records, oldest)
+
+    def _records_from(self, position: Position) -> Iterator[Record]:
+        for _, record in self.log.read(position):
+            yield record

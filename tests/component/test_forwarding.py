@@ -1,0 +1,317 @@
+"""The gateway forwarding to a scripted fake upstream: every row of the SPEC 6 status table,
+fan-out, overflow, restart from cursors."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+from prometheus_client import CollectorRegistry
+
+from gateway.app import create_app
+from gateway.config import Config, load_config
+from gateway.forward import deadletter
+from gateway.http.state import STATE, GatewayState
+from tests.fakeupstream import FakeUpstream, Step
+from tests.http.conftest import WRITER, auth, make_policy
+
+T = time.time_ns() // 10**9 * 10**9
+PARTIAL_BODY = json.dumps(
+    {
+        "code": "invalid",
+        "line": 2,
+        "message": "partial write of line protocol occurred:\n  errors encountered on line(s):\n"
+        "  error parsing line 2 (1-based): bad",
+    }
+).encode()
+
+
+def lines(n: int, start: int = 0, measurement: str = "cpu") -> bytes:
+    """n distinct lines of line protocol."""
+    return b"".join(
+        b"%s,i=%d v=%di %d\n" % (measurement.encode(), i, i, T) for i in range(start, start + n)
+    )
+
+
+def config_for(tmp_path: Path, upstreams: list[tuple[str, str, str]], extra: str = "") -> Config:
+    """A config with fast retries and the given (name, url, options) upstreams."""
+    text = f'data_dir = "{tmp_path / "data"}"\n{extra}\n'
+    if "[server]" not in extra:
+        text += '[server]\nshutdown_timeout = "100ms"\n'
+    for name, url, options in upstreams:
+        text += (
+            f'[[upstreams]]\nname = "{name}"\nurl = "{url}"\ntoken = "up-secret"\n'
+            f'flush_interval = "50ms"\nretry_max_delay = "200ms"\ngzip = false\n{options}\n'
+        )
+    path = tmp_path / "gw.toml"
+    path.write_text(text)
+    return load_config(path, env={})
+
+
+class Gateway:
+    """A gateway app under test plus helpers."""
+
+    def __init__(self, client: TestClient[Any, Any]) -> None:
+        self.client = client
+
+    @property
+    def state(self) -> GatewayState:
+        return self.client.server.app[STATE]
+
+    async def write(self, body: bytes, bucket: str = "mydb") -> int:
+        response = await self.client.post(
+            f"/api/v2/write?bucket={bucket}", data=body, headers=auth(WRITER)
+        )
+        return response.status
+
+    def metric(self, name: str, **labels: str) -> float:
+        value = self.state.metrics.registry.get_sample_value(name, labels)
+        return 0.0 if value is None else value
+
+
+@pytest.fixture(name="start")
+async def fixture_start(tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
+    """Start gateways for configs; all are closed at the end."""
+    clients: list[TestClient[Any, Any]] = []
+
+    async def start(config: Config) -> Gateway:
+        app = create_app(config, registry=CollectorRegistry(), policy=make_policy())
+        client: TestClient[Any, Any] = TestClient(TestServer(app))
+        await client.start_server()
+        clients.append(client)
+        return Gateway(client)
+
+    yield start
+    for client in clients:
+        await client.close()
+
+
+@pytest.fixture(name="fake")
+async def fixture_fake() -> AsyncIterator[FakeUpstream]:
+    """A fake upstream answering 204 unless scripted otherwise."""
+    async with FakeUpstream() as fake:
+        yield fake
+
+
+async def test_2xx_delivers_and_advances(start: Any, fake: FakeUpstream, tmp_path: Path) -> None:
+    """204 from the upstream: every line arrives once, with the upstream's credentials."""
+    gw = await start(config_for(tmp_path, [("up", fake.url, "")]))
+    assert 204 == await gw.write(lines(10))
+    assert lines(10).splitlines() == await fake.wait_for_lines(10, timeout=5)
+    request = fake.requests[0]
+    assert "/api/v2/write" == request.path
+    assert "mydb" == request.query["bucket"]
+    assert "ns" == request.query["precision"]
+    assert "Token up-secret" == request.headers["Authorization"]
+    await asyncio.sleep(0.1)
+    assert 10.0 == gw.metric("gateway_upstream_lines_total", upstream="up", result="sent")
+
+
+async def test_batches_never_mix_databases(start: Any, fake: FakeUpstream, tmp_path: Path) -> None:
+    """Writes to two databases arrive in separate requests, each in order."""
+    gw = await start(config_for(tmp_path, [("up", fake.url, "")]))
+    for i in range(3):
+        assert 204 == await gw.write(lines(2, start=2 * i), bucket="mydb")
+        assert 204 == await gw.write(lines(2, start=2 * i, measurement="mem"), bucket="edge_a")
+    await fake.wait_for_lines(12, timeout=5)
+    for request in fake.requests:
+        expected = b"cpu" if request.query["bucket"] == "mydb" else b"mem"
+        assert all(line.startswith(expected) for line in request.lines())
+    mydb = [line for r in fake.requests if r.query["bucket"] == "mydb" for line in r.lines()]
+    assert lines(6).splitlines() == mydb
+
+
+async def test_partial_write_dead_letters_only_the_rejected_lines(
+    start: Any, fake: FakeUpstream, tmp_path: Path
+) -> None:
+    """400 with a partial-write body: done; line 2 goes to the dead-letter file with the message."""
+    fake.script(Step(400, PARTIAL_BODY))
+    gw = await start(config_for(tmp_path, [("up", fake.url, "")]))
+    assert 204 == await gw.write(lines(3))
+    await fake.wait_for_lines(3, timeout=5)
+    letters = await wait_for_letters(tmp_path, "up", 1)
+    assert lines(1, start=1).decode() == letters[0].data
+    assert "partial write" in letters[0].message
+    assert 2.0 == gw.metric("gateway_upstream_lines_total", upstream="up", result="sent")
+    assert 1.0 == gw.metric("gateway_upstream_lines_total", upstream="up", result="deadletter")
+
+
+async def test_poison_batch_does_not_block_the_queue(
+    start: Any, fake: FakeUpstream, tmp_path: Path
+) -> None:
+    """A plain 400: the batch is dead-lettered and the next write still arrives."""
+    fake.script(Step(400, b'{"code":"invalid","message":"unable to parse"}'))
+    gw = await start(config_for(tmp_path, [("up", fake.url, "")]))
+    assert 204 == await gw.write(lines(2))
+    letters = await wait_for_letters(tmp_path, "up", 1)
+    assert "unable to parse" in letters[0].message
+    assert 400 == letters[0].status
+    assert 204 == await gw.write(lines(2, start=5))
+    received = await fake.wait_for_lines(4, timeout=5)
+    assert lines(2, start=5).splitlines() == received[2:]
+
+
+@pytest.mark.parametrize("status", [401, 403])
+async def test_auth_failure_keeps_data_and_retries(
+    start: Any, fake: FakeUpstream, tmp_path: Path, status: int
+) -> None:
+    """401/403: the data is kept and retried; the upstream check fails meanwhile."""
+    fake.script(*[Step(status, b'{"code":"unauthorized","message":"unauthorized access"}')] * 3)
+    gw = await start(config_for(tmp_path, [("up", fake.url, "")]))
+    assert 204 == await gw.write(lines(2))
+    while len(fake.requests) < 2:
+        await asyncio.sleep(0.01)
+    health = await (await gw.client.get("/health")).json()
+    assert "fail" == next(c for c in health["checks"] if c["name"] == "up")["status"]
+    assert lines(2).splitlines() == (await fake.wait_for_lines(8, timeout=5))[-2:]
+    assert 4 == len(fake.requests)
+    assert gw.metric("gateway_upstream_retries_total", upstream="up", reason="auth") >= 3.0
+    assert [] == deadletter.list_letters(tmp_path / "data" / "deadletter")
+
+
+async def test_missing_database_retry_then_deadletter_policy(
+    start: Any, fake: FakeUpstream, tmp_path: Path
+) -> None:
+    """404 database not found: retried by default; dead-lettered with on_missing_database."""
+    body = b'{"error":"database not found: \\"mydb\\""}'
+    fake.script(Step(404, body), Step(404, body))
+    gw = await start(config_for(tmp_path, [("up", fake.url, 'on_missing_database = "deadletter"')]))
+    assert 204 == await gw.write(lines(1))
+    letters = await wait_for_letters(tmp_path, "up", 1)
+    assert "database_not_found" == letters[0].reason
+    assert 1 == len(fake.requests)
+
+
+async def test_missing_database_is_retried_by_default(
+    start: Any, fake: FakeUpstream, tmp_path: Path
+) -> None:
+    """404 database not found with the default policy: retried until it exists."""
+    body = b'{"error":"database not found: \\"mydb\\""}'
+    fake.script(Step(404, body), Step(404, body))
+    gw = await start(config_for(tmp_path, [("up", fake.url, "")]))
+    assert 204 == await gw.write(lines(1))
+    await fake.wait_for_lines(3, timeout=5)
+    assert 3 == len(fake.requests)
+    assert [] == deadletter.list_letters(tmp_path / "data" / "deadletter")
+
+
+async def test_413_splits_and_dead_letters_a_single_line(
+    start: Any, fake: FakeUpstream, tmp_path: Path
+) -> None:
+    """413: split in halves; a single line still 413 goes to the dead-letter file."""
+    fake.script(Step(413), Step(413), Step(204), Step(413))  # 4 lines -> 2+2 -> 1+1
+    gw = await start(config_for(tmp_path, [("up", fake.url, "")]))
+    assert 204 == await gw.write(lines(4))
+    letters = await wait_for_letters(tmp_path, "up", 1)
+    assert "too_large" == letters[0].reason
+    assert 1 == letters[0].lines
+    await fake.wait_for_lines(10, timeout=5)
+    assert [4, 2, 1, 1, 2] == [len(r.lines()) for r in fake.requests]
+
+
+async def test_retry_after_is_honoured(start: Any, fake: FakeUpstream, tmp_path: Path) -> None:
+    """429 with Retry-After: 1 -> the next attempt waits at least a second."""
+    fake.script(Step(429, headers={"Retry-After": "1"}))
+    gw = await start(config_for(tmp_path, [("up", fake.url, "")]))
+    assert 204 == await gw.write(lines(1))
+    await fake.wait_for_lines(2, timeout=5)
+    gap = fake.requests[1].received_at - fake.requests[0].received_at
+    assert gap >= 0.95
+
+
+@pytest.mark.parametrize(
+    "step",
+    [Step(503), Step(502), Step(500), Step(504), Step(reset=True)],
+    ids=["503", "502", "500", "504", "reset"],
+)
+async def test_transient_failures_back_off_and_deliver(
+    start: Any, fake: FakeUpstream, tmp_path: Path, step: Step
+) -> None:
+    """5xx and connection resets: retried with backoff, then delivered; nothing dead-lettered."""
+    fake.script(step, step)
+    gw = await start(config_for(tmp_path, [("up", fake.url, "")]))
+    assert 204 == await gw.write(lines(3))
+    assert lines(3).splitlines() == (await fake.wait_for_lines(9, timeout=5))[-3:]
+    assert [] == deadletter.list_letters(tmp_path / "data" / "deadletter")
+
+
+async def test_timeout_is_retried(start: Any, fake: FakeUpstream, tmp_path: Path) -> None:
+    """An upstream slower than `timeout`: retried; delivered once it answers in time."""
+    fake.script(Step(204, delay=1.0))
+    gw = await start(config_for(tmp_path, [("up", fake.url, 'timeout = "200ms"')]))
+    assert 204 == await gw.write(lines(1))
+    await fake.wait_for_lines(2, timeout=5)
+    await asyncio.sleep(0.1)
+    assert gw.metric("gateway_upstream_requests_total", upstream="up", status="error") >= 1.0
+
+
+async def test_mirror_keeps_feeding_the_healthy_upstream(start: Any, tmp_path: Path) -> None:
+    """Two upstreams on the same databases: one down, the other keeps receiving; the lagging
+    one catches up later with everything, in order."""
+    async with FakeUpstream(default=Step(503)) as down, FakeUpstream() as up:
+        gw = await start(config_for(tmp_path, [("old", down.url, ""), ("new", up.url, "")]))
+        for i in range(5):
+            assert 204 == await gw.write(lines(2, start=2 * i))
+        assert lines(10).splitlines() == await up.wait_for_lines(10, timeout=5)
+        down.default = Step(204)
+        received = await down.wait_for_lines(10, timeout=10)
+        assert lines(10).splitlines() == [line for line in received if line]
+
+
+async def test_restart_resumes_from_the_cursor(start: Any, tmp_path: Path) -> None:
+    """Data accepted while the upstream is down arrives after a gateway restart."""
+    async with FakeUpstream(default=Step(503)) as fake:
+        config = config_for(tmp_path, [("up", fake.url, "")])
+        gw = await start(config)
+        assert 204 == await gw.write(lines(5))
+        await gw.client.close()
+        fake.default = Step(204)
+        fake.requests.clear()
+        await start(config)
+        assert lines(5).splitlines() == await fake.wait_for_lines(5, timeout=5)
+
+
+async def test_buffer_full_refuses_with_503(start: Any, tmp_path: Path) -> None:
+    """When the buffer reaches max_bytes new writes get 503 + Retry-After and /health fails;
+    nothing accepted is dropped."""
+    async with FakeUpstream(default=Step(503)) as fake:
+        extra = '[buffer]\nmax_bytes = "2KiB"\nsegment_bytes = "1KiB"\n'
+        gw = await start(config_for(tmp_path, [("up", fake.url, "")], extra))
+        accepted = 0
+        status = 204
+        while status == 204 and accepted < 100:
+            status = await gw.write(lines(5, start=5 * accepted))
+            accepted += status == 204
+        assert 503 == status
+        health = await gw.client.get("/health")
+        assert 503 == health.status
+        fake.default = Step(204)
+        received = await fake.wait_for_lines(5 * accepted, timeout=10)
+        assert lines(5 * accepted).splitlines() == received
+
+
+async def test_drop_oldest_gives_up_old_data_and_counts_it(start: Any, tmp_path: Path) -> None:
+    """A drop_oldest upstream that lags drops its oldest data instead of refusing writes."""
+    async with FakeUpstream(default=Step(503)) as fake:
+        extra = '[buffer]\nmax_bytes = "2KiB"\nsegment_bytes = "1KiB"\n'
+        gw = await start(
+            config_for(tmp_path, [("mirror", fake.url, 'on_overflow = "drop_oldest"')], extra)
+        )
+        for i in range(40):
+            assert 204 == await gw.write(lines(5, start=5 * i))
+        assert gw.metric("gateway_upstream_lines_total", upstream="mirror", result="dropped") > 0
+
+
+async def wait_for_letters(tmp_path: Path, upstream: str, n: int) -> list[deadletter.DeadLetter]:
+    """Wait until the dead-letter file of an upstream has n entries."""
+    directory = tmp_path / "data" / "deadletter"
+    async with asyncio.timeout(5):
+        while len(letters := deadletter.list_letters(directory, upstream)) < n:
+            await asyncio.sleep(0.02)
+    return letters
