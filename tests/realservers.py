@@ -167,16 +167,19 @@ def launch(
     argv: Callable[[Path, Path, int], list[str]],
     ready_path: str,
     ready_status: int,
+    port: int | None = None,
 ) -> RealServer:
-    """Start a server on a free port (argv from work dir, data dir, port), retrying if
-    the port was taken between choosing it and the server binding it."""
+    """Start a server on `port` or a free one (argv from work dir, data dir, port), retrying
+    with another free port if one was taken between choosing it and the server binding it."""
     failure = ""
-    for _attempt in range(_PORT_ATTEMPTS):
+    fixed_port = port
+    for _attempt in range(1 if fixed_port else _PORT_ATTEMPTS):
+        tmp_path.mkdir(parents=True, exist_ok=True)
         work_dir = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=tmp_path))
         data_dir = work_dir / "data"
         data_dir.mkdir()
         log_path = work_dir / "server.log"
-        port = free_port()
+        port = fixed_port or free_port()
         command: list[str] = argv(work_dir, data_dir, port)
         with log_path.open("wb") as log:
             process = subprocess.Popen(
@@ -251,8 +254,10 @@ def _toml_str(path: Path) -> str:
 
 
 @contextmanager
-def influxdb1(tmp_path: Path, *, auth: bool = False) -> Iterator[RealServer]:
-    """Run influxd 1.x on a free port; with auth=True, with admin user INFLUXDB1_ADMIN."""
+def influxdb1(
+    tmp_path: Path, *, auth: bool = False, port: int | None = None
+) -> Iterator[RealServer]:
+    """Run influxd 1.x on `port` or a free one; with auth=True, with admin INFLUXDB1_ADMIN."""
     binary = require(INFLUXD)
 
     def argv(work_dir: Path, data_dir: Path, port: int) -> list[str]:
@@ -260,7 +265,7 @@ def influxdb1(tmp_path: Path, *, auth: bool = False) -> Iterator[RealServer]:
         config.write_text(_influxdb1_config(data_dir, port, free_port(), auth))
         return [binary, "run", "-config", str(config)]
 
-    server = launch("influxdb1", tmp_path, argv, "/ping", 204)
+    server = launch("influxdb1", tmp_path, argv, "/ping", 204, port)
     try:
         if auth:
             # With auth on and no users yet, influxd accepts exactly this statement unauthenticated.

@@ -35,6 +35,8 @@ from gateway.lineprotocol.syntax import LineSyntaxError, ParsedLine, parse_line,
 
 _KEY_COMMA = re.compile(rb"\\[\s\S]|,")
 _DEFAULT_RULES = TimeRules()
+_LEADING = frozenset(b" \t\n#")  # what IOx's trim_leading skips
+_TRAILING = frozenset(b" \t\r")  # what the gateway's leniency removes
 
 
 @dataclass(frozen=True, slots=True)
@@ -225,12 +227,16 @@ class _Run:
 
     def line(self, raw: bytes, line_no: int) -> None:
         """One logical line through the exact parser and write rules."""
-        start, skipped = trim_leading(raw)
-        content = raw[start:].rstrip(b" \t\r")
+        content = raw
+        if not raw or raw[0] in _LEADING:
+            start, skipped = trim_leading(raw)
+            content = raw[start:]
+            line_no += skipped
+        if content and content[-1] in _TRAILING:
+            content = content.rstrip(b" \t\r")
         if not content:
             self.changed = True
             return
-        line_no += skipped
         if len(raw) > self.max_line_bytes:
             self.reject(line_no, f"line too long: {len(raw)} bytes, limit is {self.max_line_bytes}")
             return
