@@ -12,7 +12,7 @@ randomness: `now` and `rng` are passed in. The HTTP side lives in `upstream.py`.
   401, 403                             retry, backoff                    fail    auth
   404 "database/bucket not found"      on_missing_database: retry / dl   warn    database_not_found
   other 404 (wrong URL)                retry, backoff                    fail    not_found
-  413                                  split (> 1 line), else deadletter pass    too_large
+  413                                  split; a single line: deadletter  pass    too_large
   429                                  retry, max(Retry-After, backoff)  warn    rate_limited
   502, 503, 504                        retry, max(Retry-After, backoff)  warn    unavailable
   other 5xx                            retry, backoff                    warn    server_error

@@ -8,8 +8,9 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from gateway.auth.credentials import extract_token
+from gateway.forward.upstream import QUERY_APIS, UpstreamClient, UpstreamUnavailable
 from gateway.http.responses import json_response, v1_error, v2_error
-from gateway.http.state import LOG, STATE
+from gateway.http.state import LOG, STATE, GatewayState
 
 _CREATE_DATABASE = re.compile(
     r'^\s*CREATE\s+DATABASE\s+(?:"((?:[^"\\]|\\.)*)"|([A-Za-z0-9_\-/]+))\s*'
@@ -65,6 +66,16 @@ async def metrics(request: web.Request) -> web.Response:
     return response
 
 
+def _query_upstream(state: GatewayState, database: str) -> UpstreamClient | None:
+    """The first upstream in config order that serves `database` and answers /query."""
+    by_name = {up.name: up for up in state.config.upstreams}
+    for name in state.router.targets(database).upstreams:
+        client = state.destinations.clients.get(name)
+        if client is not None and by_name[name].api in QUERY_APIS:
+            return client
+    return None
+
+
 async def v2_query(request: web.Request) -> web.Response:
     """/api/v2/query: not supported, as on InfluxDB Cloud Dedicated."""
     return v2_error(
@@ -108,7 +119,18 @@ async def query(request: web.Request) -> web.Response:
     if database and not identity.may_read(database):
         state.metrics.auth_failures.labels("forbidden").inc()
         return v1_error(403, f'token "{identity.name}" may not read database "{database}"')
-    target = f'database "{database}"' if database else "this query"
+    if not database:
+        return v1_error(400, 'missing required parameter "db"')
+    client = _query_upstream(state, database)
+    if client is not None:
+        try:
+            status, headers, body = await client.query(request.method, params, None, None)
+        except UpstreamUnavailable as e:
+            return v1_error(502, str(e))
+        response = web.Response(status=status, body=body)
+        response.headers.update(headers)
+        return response
+    target = f'database "{database}"'
     return v1_error(
         501,
         f"no upstream serves {target}: /query is proxied to an upstream InfluxDB with api "

@@ -8,7 +8,6 @@ Order of checks (SPEC 2.1): authenticate (401) -> parameters (400) -> authorize 
 from __future__ import annotations
 
 import asyncio
-import math
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -212,6 +211,15 @@ async def _process(request: web.Request, api: Api) -> web.Response:
         max_time_ns=result.max_time_ns or 0,
         payload=result.body,
     )
+    if server.ack == "upstream" and state.router.targets(database).upstreams:
+        upstream_answer = await _forward_now(state, record)
+        if upstream_answer is not None:
+            log.lines_accepted = 0
+            return upstream_answer
+        state.metrics.write_lines.labels(db_label, identity.name, "accepted").inc(result.accepted)
+        if result.rejected:
+            raise _line_errors(result, stored=True)
+        return web.Response(status=204)
     try:
         await state.sink.append(record)
     except StorageFullError as e:
@@ -239,8 +247,45 @@ def _line_errors(result: ValidationResult, *, stored: bool) -> WriteRejected:
     return WriteRejected(400, line_errors_message(result, stored=stored), "parse", line=first)
 
 
-def _retry_after_seconds(seconds: float) -> str:
-    return str(max(1, math.ceil(seconds)))
+async def _forward_now(state: GatewayState, record: Record) -> web.Response | None:
+    """ack = "upstream": send to every matching upstream now (and the store, when it matches);
+    None when the first upstream in config order took it, else its answer for the client."""
+    targets = state.router.targets(record.database)
+    names = [n for n in targets.upstreams if n in state.destinations.clients]
+    if not names:
+        raise WriteRejected(
+            503, "upstreams are not started yet", "storage", headers={"Retry-After": "1"}
+        )
+    responses = await asyncio.gather(
+        *(
+            state.destinations.clients[name].write(
+                record.database, record.precision, record.payload
+            )
+            for name in names
+        )
+    )
+    for name, answer in zip(names, responses, strict=True):
+        status = "error" if answer.status is None else str(answer.status)
+        state.metrics.upstream_requests.labels(name, status).inc()
+    if targets.store and state.destinations.store is not None:
+        await state.destinations.store.append(record)
+    first = responses[0]
+    if first.status is None:
+        raise WriteRejected(
+            503,
+            f"upstream {names[0]} unavailable: {first.error}",
+            "upstream",
+            headers={"Retry-After": "1"},
+        )
+    if 200 <= first.status < 300:
+        for name in names:
+            state.metrics.upstream_lines.labels(name, "sent").inc(record.lines)
+        return None
+    response = web.Response(status=first.status, body=first.body)
+    response.headers["Content-Type"] = "application/json; charset=utf-8"
+    if first.retry_after:
+        response.headers["Retry-After"] = first.retry_after
+    return response
 
 
 async def v2_write(request: web.Request) -> web.Response:

@@ -3,9 +3,8 @@
 `PLAIN_LINES` matches, in one regex call, a run of lines in a strict subset of the grammar in
 `syntax.py`: names without escapes, quotes, `=`, `,`, CR or NUL; single spaces; simple string
 values (no backslash, newline or CR); timestamps of at most 19 digits; optionally a CR before the
-newline (removed in bulk: the CRLF leniency). In such a run every newline
-ends a line (there is nothing for IOx's line splitter to escape or quote), so the run can be
-checked as a whole:
+newline (removed in bulk: the CRLF leniency). In such a run every newline ends a line (there is
+nothing for IOx's line splitter to escape or quote), so the run can be checked as a whole:
 
 - the key skeleton of every line (`cpu,host usage_user,usage_idle`, values and timestamp cut
   away by one `re.sub`) is computed once per distinct skeleton, catching duplicate tags and
@@ -63,7 +62,7 @@ def _skeleton_ok(skeleton: bytes) -> bool:
     return len(tag_set) == len(tags) and _TIME not in tag_set and tag_set.isdisjoint(fields)
 
 
-def flagged_lines(chunk: bytes, lines: list[bytes] | None, max_line_bytes: int) -> set[int]:
+def flagged_lines(chunk: bytes, max_line_bytes: int) -> set[int]:
     """Indexes of the lines of a plain run that need the exact parser."""
     flagged: set[int] = set()
     skeletons = _SKELETON.sub(b"", chunk).split(b"\n")
@@ -71,13 +70,14 @@ def flagged_lines(chunk: bytes, lines: list[bytes] | None, max_line_bytes: int) 
     bad.discard(b"")
     if bad:
         flagged.update(i for i, skeleton in enumerate(skeletons) if skeleton in bad)
-    if _BIG_INTEGER.search(chunk) is not None:
-        lines = split_chunk(chunk) if lines is None else lines
-        flagged.update(i for i, line in enumerate(lines) if _BIG_INTEGER.search(line))
     limit = min(max_line_bytes, _NAME_LIMIT)
     if len(chunk) > limit:
-        lines = split_chunk(chunk) if lines is None else lines
-        flagged.update(i for i, line in enumerate(lines) if len(line) > limit)
+        sizes = list(map(len, split_chunk(chunk)))
+        if max(sizes) > limit:
+            flagged.update(i for i, size in enumerate(sizes) if size > limit)
+    if _BIG_INTEGER.search(chunk) is not None:
+        lines = split_chunk(chunk)
+        flagged.update(i for i, line in enumerate(lines) if _BIG_INTEGER.search(line))
     return flagged
 
 

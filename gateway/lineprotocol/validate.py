@@ -177,7 +177,7 @@ class _Run:
             self.changed = True
         if not chunk.endswith(b"\n"):
             self.changed = True  # the last line gets its newline
-        flagged = fastpath.flagged_lines(chunk, None, self.max_line_bytes)
+        flagged = fastpath.flagged_lines(chunk, self.max_line_bytes)
         if not flagged and not policy.rewrites:
             tokens = fastpath.timestamps(chunk)
             count = fastpath.line_count(chunk)
@@ -237,8 +237,9 @@ class _Run:
         if not content:
             self.changed = True
             return
-        if len(raw) > self.max_line_bytes:
-            self.reject(line_no, f"line too long: {len(raw)} bytes, limit is {self.max_line_bytes}")
+        size = len(raw) - raw.endswith(b"\r")  # the size without its terminator (\n or \r\n)
+        if size > self.max_line_bytes:
+            self.reject(line_no, f"line too long: {size} bytes, limit is {self.max_line_bytes}")
             return
         try:
             parsed = parse_line(content)
