@@ -162,10 +162,17 @@ class Destinations:
         """Give the loops up to `drain_timeout` to deliver what is pending, then stop them."""
         if self.wal is not None:
             deadline = time.monotonic() + drain_timeout
-            while time.monotonic() < deadline and any(
-                s.pending_records for s in (await self._statuses()).values()
-            ):
+            pending = await self._pending_records()
+            while pending and time.monotonic() < deadline:
                 await asyncio.sleep(0.1)
+                pending = await self._pending_records()
+            if pending:
+                log.warning(
+                    "drain time over: pending records stay buffered for the next start",
+                    pending_records=pending,
+                )
+            else:
+                log.info("buffer drained: every upstream has everything")
         for forwarder in self.forwarders.values():
             forwarder.stop()
         if self._store_consumer is not None:
@@ -196,6 +203,9 @@ class Destinations:
 
         self.status = await asyncio.to_thread(collect)
         return self.status
+
+    async def _pending_records(self) -> int:
+        return sum(status.pending_records for status in (await self._statuses()).values())
 
     async def _refresh_metrics(self) -> None:
         while True:

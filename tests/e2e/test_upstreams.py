@@ -33,7 +33,7 @@ T0 = (time.time_ns() // 10**9 - 600) * 10**9  # ten minutes ago, whole seconds
 def write_config(tmp_path: Path, upstreams: str, extra: str = "") -> Path:
     """A gateway config with the given [[upstreams]] tables."""
     path = tmp_path / "gateway.toml"
-    path.write_text(f'[buffer]\nfsync = "always"\n{extra}\n{upstreams}')
+    path.write_text(f'{extra}\n[buffer]\nfsync = "always"\n{upstreams}')
     return path
 
 
@@ -199,3 +199,23 @@ def test_kill_9_under_load_delivers_every_acknowledged_line(
         assert set() == set(acknowledged) - delivered()
     finally:
         restarted.stop()
+
+
+def test_sigterm_drains_the_buffer_and_exits_0(tmp_path: Path, influx: RealServer) -> None:
+    """SIGTERM right after a burst: the gateway drains to the upstream within shutdown_timeout,
+    exits 0, and the upstream holds every line."""
+    config = write_config(
+        tmp_path,
+        upstream("influx", influx.url, "v1").replace(
+            'flush_interval = "100ms"', 'flush_interval = "2s"'
+        ),
+        extra='[server]\nshutdown_timeout = "10s"\n',
+    )
+    gateway = gateway_with(tmp_path, config)
+    for i in range(10):
+        assert 204 == post(
+            gateway, "/api/v2/write?bucket=telegraf", f"drain v={i}i {T0 + i}\n".encode()
+        )
+    assert 0 == gateway.stop()
+    assert 10 == len(influxdb1_points(influx, "telegraf", "drain"))
+    assert "buffer drained" in gateway.stderr()
