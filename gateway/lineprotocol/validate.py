@@ -61,6 +61,7 @@ class ValidationResult:
     errors: tuple[LineError, ...]
     min_time_ns: int | None
     max_time_ns: int | None
+    implausible: int = 0  # of the rejected lines, those refused by the timestamp guard
 
 
 def validate(
@@ -125,6 +126,7 @@ class _Run:
         "changed",
         "errors",
         "highest",
+        "implausible",
         "lowest",
         "max_errors",
         "max_line_bytes",
@@ -141,6 +143,7 @@ class _Run:
         self.errors: list[LineError] = []
         self.accepted = 0
         self.rejected = 0
+        self.implausible = 0
         self.changed = False
         self.lowest: int | None = None
         self.highest: int | None = None
@@ -152,13 +155,15 @@ class _Run:
             precision=precision,
             accepted=self.accepted,
             rejected=self.rejected,
+            implausible=self.implausible,
             errors=tuple(self.errors),
             min_time_ns=self.lowest,
             max_time_ns=self.highest,
         )
 
-    def reject(self, line_no: int, reason: str) -> None:
+    def reject(self, line_no: int, reason: str, *, implausible: bool = False) -> None:
         self.rejected += 1
+        self.implausible += implausible
         self.changed = True
         if len(self.errors) < self.max_errors:
             self.errors.append(LineError(line_no, reason))
@@ -221,7 +226,7 @@ class _Run:
             return None
         ns, reason = policy.check(value)
         if reason is not None:
-            self.reject(line_no, reason)
+            self.reject(line_no, reason, implausible=True)
             return None
         return ns
 
@@ -254,7 +259,7 @@ class _Run:
         else:
             ns, reason = policy.check(parsed.timestamp)
             if reason is not None:
-                self.reject(line_no, reason)
+                self.reject(line_no, reason, implausible=True)
                 return
             token = policy.token(ns) if policy.rewrites else parsed.timestamp_token or b""
         out = _series_and_fields(content, parsed) + b" " + token

@@ -460,3 +460,9 @@ def test_adversarial_megabyte_line_is_fast(line: bytes) -> None:
     elapsed = time.perf_counter() - started
     assert elapsed < 1.0
     assert result.accepted + result.rejected >= 1
+
+
+def test_implausible_counts_only_guard_rejections() -> None:
+    """`implausible` counts the lines the timestamp guard refused, not syntax errors."""
+    result = validate(b"m f=1 1700000000\nm f=\nm f=2\n", "ns", now_ns=NOW)
+    assert (2, 1, 1) == (result.rejected, result.implausible, result.accepted)
