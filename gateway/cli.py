@@ -398,6 +398,11 @@ def buffer_status(as_json: bool, config_file: str | None, data_dir: str | None) 
             )
     except StorageError as e:
         fail(str(e), 1)
+    health = _live_health(config)
+    for row in rows:
+        check = health.get(str(row["upstream"]), {})
+        row["health"] = check.get("status", "not running" if not health else "-")
+        row["health_message"] = check.get("message")
     if as_json:
         click.echo(orjson.dumps(rows, option=orjson.OPT_INDENT_2).decode())
         return
@@ -405,10 +410,18 @@ def buffer_status(as_json: bool, config_file: str | None, data_dir: str | None) 
         click.echo("no upstream configured: accepted writes go straight to the local store")
         return
     print_table(
-        ["UPSTREAM", "PENDING_RECORDS", "PENDING_BYTES", "OLDEST_PENDING", "DEAD_LETTERS"],
+        [
+            "UPSTREAM",
+            "HEALTH",
+            "PENDING_RECORDS",
+            "PENDING_BYTES",
+            "OLDEST_PENDING",
+            "DEAD_LETTERS",
+        ],
         [
             [
                 str(r["upstream"]),
+                str(r["health"]),
                 str(r["pending_records"]),
                 str(r["pending_bytes"]),
                 "-"
@@ -419,6 +432,33 @@ def buffer_status(as_json: bool, config_file: str | None, data_dir: str | None) 
             for r in rows
         ],
     )
+
+
+def _live_health(config: Config) -> dict[str, dict[str, str]]:
+    """The running gateway's /health checks by name ({} when it does not answer)."""
+    import ssl
+    import urllib.error
+    import urllib.request
+
+    host, _, port = config.server.listen.rpartition(":")
+    if host in ("0.0.0.0", "", "::", "[::]"):
+        host = "127.0.0.1"
+    scheme = "https" if config.server.tls_cert else "http"
+    context = ssl._create_unverified_context() if scheme == "https" else None  # our own listener
+    try:
+        with urllib.request.urlopen(
+            f"{scheme}://{host}:{port}/health", timeout=2, context=context
+        ) as response:
+            body = response.read()
+    except urllib.error.HTTPError as e:  # 503 while refusing writes still has the checks
+        body = e.read()
+    except (OSError, ValueError):
+        return {}
+    try:
+        checks = orjson.loads(body).get("checks", [])
+    except (orjson.JSONDecodeError, AttributeError):
+        return {}
+    return {str(c.get("name")): c for c in checks if isinstance(c, dict)}
 
 
 # ---------------------------------------------------------------------------------- deadletter
