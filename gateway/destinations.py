@@ -105,10 +105,12 @@ class Destinations:
         except StorageFullError:
             if not self.full:
                 log.error("buffer full: refusing writes with 503 until there is room")
+                self._metrics.buffer_full.set(1)
             self.full = True
             raise
         if self.full:
             log.warning("buffer has room again: accepting writes")
+            self._metrics.buffer_full.set(0)
             self.full = False
 
     def _dropped(self, dropped: Dropped) -> None:
@@ -138,7 +140,9 @@ class Destinations:
             return
         connector = aiohttp.TCPConnector(limit=0, limit_per_host=0)
         self._session = aiohttp.ClientSession(connector=connector)
+        self._metrics.buffer_capacity.set(self.config.buffer.max_bytes)
         for up in self.config.upstreams:
+            self._metrics.upstream_started(up.name)
             client = UpstreamClient(up, self._session, token=load_token(up))
             self.clients[up.name] = client
             forwarder = Forwarder(

@@ -16,6 +16,8 @@ import orjson
 import structlog
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from gateway import __version__
+
 # Write latency is dominated by the group-commit fsync: sub-millisecond to a few seconds.
 LATENCY_BUCKETS = (
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
@@ -138,6 +140,28 @@ class Metrics:
             "Bytes of torn log tails truncated when opening storage after a crash.",
             registry=registry,
         )
+        self.buffer_capacity = Gauge(
+            "gateway_buffer_capacity_bytes",
+            "buffer.max_bytes: the most the write-ahead buffer may hold before refusing writes.",
+            registry=registry,
+        )
+        self.buffer_full = Gauge(
+            "gateway_buffer_full",
+            "1 while new writes are refused (503) because the buffer or the disk is full.",
+            registry=registry,
+        )
+        self.build_info = Gauge(
+            "gateway_build_info",
+            "Always 1; the version label says which influx-gateway is running.",
+            ["version"],
+            registry=registry,
+        )
+        self.build_info.labels(__version__).set(1)
+        # Counters that alerts watch start at 0, so the first increment is an increase.
+        for result in ("ok", "error"):
+            self.policy_reloads.labels(result)
+        for reason in ("missing", "unknown", "expired", "forbidden"):
+            self.auth_failures.labels(reason)
         self._databases: set[str] = set()
 
     def database_label(self, database: str) -> str:
@@ -148,6 +172,12 @@ class Metrics:
             return OTHER
         self._databases.add(database)
         return database
+
+    def upstream_started(self, upstream: str) -> None:
+        """Make an upstream's counters exist at 0 from the start."""
+        for result in ("sent", "deadletter", "dropped"):
+            self.upstream_lines.labels(upstream, result)
+        self.upstream_up.labels(upstream).set(1)
 
 
 def configure_logging(level: str = "info", fmt: str = "auto") -> None:

@@ -255,8 +255,11 @@ class LiveGateway:
         return registry.get_sample_value(name, labels)
 
     async def _wait_for_sample(self, name: str, **labels: str) -> None:
+        # Counters exist at 0 from the start: wait for them to count; gauges only to exist.
         deadline = time.monotonic() + 10
-        while self._sample(name, **labels) is None:
+        while (value := self._sample(name, **labels)) is None or (
+            name.endswith("_total") and value == 0
+        ):
             if time.monotonic() > deadline:
                 raise AssertionError(f"no sample of {name}{labels} within 10s")
             await asyncio.sleep(0.02)
