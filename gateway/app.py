@@ -20,13 +20,15 @@ from prometheus_client import CollectorRegistry
 from gateway import __version__
 from gateway.auth.policy import Policy
 from gateway.auth.policyfile import load_policy
+from gateway.auth.policywatch import PolicyWatcher
+from gateway.auth.ratelimit import RateLimiter
 from gateway.buffer.segmentlog import RecoveryReport
 from gateway.config import Config
 from gateway.destinations import Destinations
 from gateway.http import endpoints
 from gateway.http.middleware import edge
 from gateway.http.state import STATE, GatewayState
-from gateway.http.write import v1_write, v2_write
+from gateway.http.write import RATE_LIMITER, v1_write, v2_write
 from gateway.observability import Metrics
 from gateway.routing import Router, compile_rewrite
 from gateway.store import LocalStore
@@ -34,6 +36,9 @@ from gateway.timepolicy import TimePolicy
 
 RETENTION_INTERVAL_S = 60.0
 log = structlog.get_logger("gateway")
+
+# The policy file watcher: `run` reloads through it on SIGHUP too, so both share one state.
+POLICY_WATCHER = web.AppKey("gateway_policy_watcher", PolicyWatcher)
 
 
 def build_router(config: Config) -> Router:
@@ -80,6 +85,16 @@ def create_app(
         },
     )
     app[STATE] = state
+    rate_limiter = RateLimiter()
+    app[RATE_LIMITER] = rate_limiter
+
+    def apply_policy(new: Policy) -> None:
+        state.policy = new
+        limits = {t.name: t.rate_limit for t in new.tokens if t.rate_limit is not None}
+        rate_limiter.update(limits, clock())
+
+    watcher = PolicyWatcher(config.policy_path, apply=apply_policy, reloads=metrics.policy_reloads)
+    app[POLICY_WATCHER] = watcher
     app.router.add_post("/api/v2/write", v2_write)
     app.router.add_post("/write", v1_write)
     app.router.add_get("/ping", endpoints.ping)
@@ -97,10 +112,15 @@ def create_app(
         retention = None
         if destinations.store is not None:
             retention = asyncio.create_task(_retention_loop(destinations.store))
+        await asyncio.to_thread(watcher.prime)
+        watch = asyncio.create_task(watcher.run())
         state.ready = True
         yield
         state.ready = False
         state.shutting_down = True
+        watch.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watch
         if retention is not None:
             retention.cancel()
             with contextlib.suppress(asyncio.CancelledError):

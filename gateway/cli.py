@@ -182,6 +182,11 @@ def token_create(
         when = parse_when(relative if is_duration else expires, time.time_ns())
         assert when is not None
         expires_at = datetime.fromtimestamp(when // 10**9, tz=UTC)
+        if when <= time.time_ns():
+            fail(
+                f"--expires {expires}: {_rfc3339(expires_at)} is in the past; "
+                "the token would never work"
+            )
     try:
         token = add_token(
             path,
@@ -194,7 +199,22 @@ def token_create(
     except PolicyError as e:
         fail(str(e))
     click.echo(token)
-    click.echo(f'created token "{name}" in {path}; it is shown only this once', err=True)
+    scopes = f"write: {', '.join(write) or '-'}; read: {', '.join(read) or '-'}"
+    until = _rfc3339(expires_at) if expires_at else "never"
+    click.echo(
+        f'created token "{name}" in {path} ({scopes}; expires: {until}).\n'
+        "The token (on stdout) is shown only this once; only its hash is stored. Keep it safe.\n"
+        "A running gateway accepts it within 2 s (or at once after SIGHUP). Clients send it as\n"
+        '"Authorization: Token <token>".',
+        err=True,
+    )
+    if not write and not read:
+        click.echo("note: this token may neither write nor read (add --write/--read)", err=True)
+
+
+def _rfc3339(moment: datetime) -> str:
+    """An aware datetime as RFC3339 with Z for UTC."""
+    return moment.isoformat().replace("+00:00", "Z")
 
 
 @token_group.command("list")
@@ -217,7 +237,7 @@ def token_list(
             "name": t.name,
             "write": list(t.write),
             "read": list(t.read),
-            "expires": t.expires.isoformat().replace("+00:00", "Z") if t.expires else None,
+            "expires": _rfc3339(t.expires) if t.expires else None,
             "rate_limit": t.rate_limit,
         }
         for t in loaded.tokens

@@ -1,4 +1,10 @@
-"""`influx-gateway run`: prepare the data dir and policy, listen, and shut down gracefully."""
+"""`influx-gateway run`: prepare the data dir and policy, listen, and shut down gracefully.
+
+The listener is asyncio's own server around aiohttp's protocol factory, wrapped by
+``ReadDeadlines`` so a client that is slow to send its request is cut off (aiohttp has no such
+timeout). SIGHUP reloads the policy through the app's ``PolicyWatcher``, which also reloads it
+when the file changes.
+"""
 
 from __future__ import annotations
 
@@ -13,14 +19,19 @@ from pathlib import Path
 import structlog
 from aiohttp import web
 
-from gateway.app import create_app
+from gateway.app import POLICY_WATCHER, create_app
 from gateway.auth.policyfile import create_default_policy, load_policy
 from gateway.config import Config, validate
 from gateway.errors import PolicyError, StartupError, StorageError
+from gateway.http.middleware import READ_DEADLINES, ReadDeadlines
 from gateway.http.state import STATE
 from gateway.observability import configure_logging
 
 log = structlog.get_logger("gateway")
+
+# Idle keep-alive connections are closed after this (aiohttp's default is an hour). Longer than
+# the 60 s idle timeout of common load balancers, so they, not we, close pooled connections.
+KEEPALIVE_TIMEOUT_S = 75.0
 
 
 def serve(config: Config, *, listen: str | None = None, workers: int | None = None) -> int:
@@ -102,26 +113,36 @@ async def _serve(config: Config) -> int:
         raise
     app = create_app(config, policy=policy)
     state = app[STATE]
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=config.server.shutdown_timeout)
+    deadlines = ReadDeadlines(config.server.read_timeout)
+    app[READ_DEADLINES] = deadlines
+    ssl_context = _ssl_context(config)
+    runner = web.AppRunner(
+        app,
+        access_log=None,
+        shutdown_timeout=config.server.shutdown_timeout,
+        keepalive_timeout=KEEPALIVE_TIMEOUT_S,
+    )
     try:
         await runner.setup()
     except StorageError as e:
         raise StartupError(str(e)) from None
+    assert runner.server is not None
     host, _, port = config.server.listen.rpartition(":")
-    site = web.TCPSite(
-        runner,
-        host.strip("[]") or None,
-        int(port),
-        ssl_context=_ssl_context(config),
-        backlog=1024,
-    )
+    loop = asyncio.get_running_loop()
     try:
-        await site.start()
+        listener = await loop.create_server(
+            deadlines.protocol_factory(runner.server),
+            host.strip("[]") or None,
+            int(port),
+            ssl=ssl_context,
+            # A TLS handshake is part of sending the request: the same bound applies.
+            ssl_handshake_timeout=config.server.read_timeout if ssl_context else None,
+            backlog=1024,
+        )
     except OSError as e:
         await runner.cleanup()
         raise StartupError(f"cannot listen on {config.server.listen}: {e.strerror or e}") from None
 
-    loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
@@ -137,20 +158,12 @@ async def _serve(config: Config) -> int:
     await stop.wait()
     log.info("shutting down", timeout_s=float(config.server.shutdown_timeout))
     state.shutting_down = True
+    listener.close()  # stop accepting; runner.cleanup finishes in-flight requests
     await runner.cleanup()
     log.info("stopped")
     return 0
 
 
 def _reload_policy(app: web.Application) -> None:
-    """SIGHUP: load the policy file again; on error keep the old one in force."""
-    state = app[STATE]
-    path = state.config.policy_path
-    try:
-        state.policy = load_policy(path)
-    except PolicyError as e:
-        state.metrics.policy_reloads.labels("error").inc()
-        log.error("policy reload refused; the previous policy stays in force", error=str(e))
-        return
-    state.metrics.policy_reloads.labels("ok").inc()
-    log.info("policy reloaded", policy=str(path), tokens=len(state.policy.tokens))
+    """SIGHUP: reload the policy file soon (off the loop); on error the old one stays in force."""
+    app[POLICY_WATCHER].reload_soon("SIGHUP")

@@ -84,6 +84,21 @@ def load_policy(path: Path) -> Policy:
     return _parse(_read_text(path), str(path))
 
 
+def read_policy_bytes(path: Path) -> bytes:
+    """The policy file's raw bytes (for hot reload); PolicyError when it cannot be read."""
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise PolicyError("policy file does not exist", file=str(path)) from None
+    except OSError as exc:
+        raise PolicyError(f"cannot read policy file: {_reason(exc)}", file=str(path)) from None
+
+
+def parse_policy(data: bytes, source: str) -> Policy:
+    """Check the bytes of a policy file; PolicyError names ``source``, the entry and the key."""
+    return _parse(_decode(data, source), source)
+
+
 def policy_mtime(path: Path) -> float | None:
     """The file's modification time, or None when it does not exist (for hot reload)."""
     try:
@@ -223,10 +238,14 @@ def _read_text(path: Path, *, missing_ok: bool = False) -> str:
         raise PolicyError("policy file does not exist", file=str(path)) from None
     except OSError as exc:
         raise PolicyError(f"cannot read policy file: {_reason(exc)}", file=str(path)) from None
+    return _decode(data, str(path))
+
+
+def _decode(data: bytes, source: str) -> str:
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise PolicyError(f"not UTF-8 text (byte {exc.start})", file=str(path)) from None
+        raise PolicyError(f"not UTF-8 text (byte {exc.start})", file=source) from None
 
 
 def _entry_values(entry: TokenEntry, hash_value: str) -> dict[str, object]:

@@ -1,8 +1,15 @@
 """The write endpoints, POST /api/v2/write and POST /write (v1): the gateway's core job.
 
 Order of checks (SPEC 2.1): authenticate (401) -> parameters (400) -> authorize the database
-(403) -> route (404) -> body size/encoding (413/400) -> line protocol (400) -> durable append
-(503) -> 204. Both APIs share one pipeline; they differ in parameter names and error shape.
+(403) -> route (404) -> body size/encoding (413/400) -> line protocol (400) -> rate limit (429)
+-> durable append (503) -> 204. Both APIs share one pipeline; they differ in parameter names and
+error shape.
+
+The per-token rate limit counts lines, which are known only once the body is validated, so the
+token's bucket is charged there with the lines that would be stored (rejected lines cost
+nothing), just before the durable append; a write that then fails to append is refunded. A token
+whose bucket has no room for even one line is refused before its body is read, so a throttled
+client cannot make the gateway decompress and parse bodies it will refuse anyway.
 """
 
 from __future__ import annotations
@@ -14,9 +21,12 @@ from typing import Literal
 from aiohttp import web
 
 from gateway.auth.credentials import extract_token
+from gateway.auth.policy import TokenEntry
+from gateway.auth.ratelimit import RateDecision, RateLimiter
 from gateway.buffer.record import Record
 from gateway.errors import LineProtocolBodyError, StorageError, StorageFullError
 from gateway.http.body import BadBody, BodyTooLarge, check_encoding, gunzip
+from gateway.http.middleware import read_body
 from gateway.http.responses import v1_error, v2_error
 from gateway.http.state import LOG, STATE, GatewayState
 from gateway.lineprotocol import PRECISIONS, Precision, ValidationResult, validate
@@ -28,6 +38,9 @@ Api = Literal["v2", "v1"]
 OFFLOAD_BYTES = 256 * 1024
 MAX_LISTED_ERRORS = 100
 RETRY_AFTER_FULL = "5"
+
+# The buckets of rate-limited tokens, one per app (create_app puts it there).
+RATE_LIMITER = web.AppKey("gateway_rate_limiter", RateLimiter)
 
 _V1_PRECISIONS: dict[str, Precision] = {
     "n": "ns", "ns": "ns", "u": "us", "us": "us", "µ": "us",
@@ -70,6 +83,19 @@ def _precision_v1(value: str | None) -> Precision:
             "params",
         )
     return precision
+
+
+def _rate_limited(identity: TokenEntry, decision: RateDecision, lines: int | None) -> WriteRejected:
+    """429 naming the token's limit, with Retry-After in whole seconds (at least 1)."""
+    limit = identity.rate_limit
+    what = "has used up its burst" if lines is None else f"cannot take {lines} more lines now"
+    return WriteRejected(
+        429,
+        f'rate limit exceeded: token "{identity.name}" may write {limit} lines per second '
+        f"(bursts of up to {limit} lines) and {what}; retry after {decision.retry_after_s} s",
+        "rate_limit",
+        headers={"Retry-After": str(decision.retry_after_s)},
+    )
 
 
 def line_errors_message(result: ValidationResult, *, stored: bool) -> str:
@@ -150,9 +176,13 @@ async def _process(request: web.Request, api: Api) -> web.Response:
     server = state.config.server
     if (request.content_length or 0) > server.max_body_bytes:
         raise _too_large(server.max_body_bytes)
+    limiter = request.app[RATE_LIMITER]
+    if identity.rate_limit is not None:
+        empty = limiter.check(identity.name, identity.rate_limit, 1, received_ns)
+        if not empty.admitted:
+            raise _rate_limited(identity, empty, None)
     try:
-        async with asyncio.timeout(server.read_timeout):
-            raw = await request.read()
+        raw = await read_body(request, server.read_timeout)
     except web.HTTPRequestEntityTooLarge:
         raise _too_large(server.max_body_bytes) from None
     except TimeoutError:
@@ -200,7 +230,14 @@ async def _process(request: web.Request, api: Api) -> web.Response:
             )
         raise _line_errors(result, stored=False)
 
-    # 6. durable append, then answer
+    # 6. rate limit: charge the lines about to be stored
+    if identity.rate_limit is not None:
+        decision = limiter.admit(identity.name, identity.rate_limit, result.accepted, received_ns)
+        if not decision.admitted:
+            log.lines_accepted = 0
+            raise _rate_limited(identity, decision, result.accepted)
+
+    # 7. durable append, then answer
     record = Record(
         database=database,
         precision=result.precision,
@@ -222,13 +259,14 @@ async def _process(request: web.Request, api: Api) -> web.Response:
         return web.Response(status=204)
     try:
         await state.sink.append(record)
-    except StorageFullError as e:
-        log.lines_accepted = 0
-        raise WriteRejected(
-            503, f"buffer full: {e}", "buffer_full", headers={"Retry-After": RETRY_AFTER_FULL}
-        ) from None
     except StorageError as e:
         log.lines_accepted = 0
+        if identity.rate_limit is not None:
+            limiter.refund(identity.name, result.accepted, received_ns)
+        if isinstance(e, StorageFullError):
+            raise WriteRejected(
+                503, f"buffer full: {e}", "buffer_full", headers={"Retry-After": RETRY_AFTER_FULL}
+            ) from None
         raise WriteRejected(
             503, f"cannot store the write: {e}", "storage", headers={"Retry-After": "1"}
         ) from None
