@@ -23,7 +23,7 @@ from gateway.app import POLICY_WATCHER, create_app
 from gateway.auth.policyfile import create_default_policy, load_policy
 from gateway.config import Config, validate
 from gateway.errors import PolicyError, StartupError, StorageError
-from gateway.http.middleware import READ_DEADLINES, ReadDeadlines
+from gateway.http.connection import READ_DEADLINES, ReadDeadlines
 from gateway.http.state import STATE
 from gateway.observability import configure_logging
 

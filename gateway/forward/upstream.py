@@ -228,7 +228,7 @@ class UpstreamClient:
                 selected = {
                     h: response.headers[h] for h in QUERY_RESPONSE_HEADERS if h in response.headers
                 }
-                return response.status, selected, data
+                return response.status, selected, self._redact_bytes(data)
         except (aiohttp.ClientError, OSError, TimeoutError, ValueError) as e:
             message = self._redact(self._describe(e))
             raise UpstreamUnavailable(f"upstream {self.name}: {message}") from None

@@ -19,6 +19,7 @@ V2_CODES = {
     408: "request timeout",
     413: "request too large",
     429: "too many requests",
+    431: "request header fields too large",
     500: "internal error",
     501: "not implemented",
     503: "unavailable",

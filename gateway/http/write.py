@@ -26,7 +26,7 @@ from gateway.auth.ratelimit import RateDecision, RateLimiter
 from gateway.buffer.record import Record
 from gateway.errors import LineProtocolBodyError, StorageError, StorageFullError
 from gateway.http.body import BadBody, BodyTooLarge, check_encoding, gunzip
-from gateway.http.middleware import read_body
+from gateway.http.connection import read_body
 from gateway.http.responses import v1_error, v2_error
 from gateway.http.state import LOG, STATE, GatewayState
 from gateway.lineprotocol import PRECISIONS, Precision, ValidationResult, validate
@@ -282,7 +282,9 @@ def _too_large(limit: int) -> WriteRejected:
 
 def _line_errors(result: ValidationResult, *, stored: bool) -> WriteRejected:
     first = result.errors[0].line if result.errors else None
-    return WriteRejected(400, line_errors_message(result, stored=stored), "parse", line=first)
+    # "precision" when every bad line was a plausible-looking line with an implausible timestamp.
+    reason = "precision" if result.implausible == result.rejected else "parse"
+    return WriteRejected(400, line_errors_message(result, stored=stored), reason, line=first)
 
 
 async def _forward_now(state: GatewayState, record: Record) -> web.Response | None:

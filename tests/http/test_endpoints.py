@@ -135,3 +135,28 @@ async def test_wrong_method_is_json_405(gateway: Any) -> None:
     assert 405 == response.status
     assert "method not allowed" == (await response.json())["code"]
     assert "POST" in response.headers["Allow"]
+
+
+async def test_request_ids_are_carried_into_related_log_lines(gateway: Any) -> None:
+    """A line logged deep inside a write (not the access line) carries the request's ids."""
+    import structlog
+
+    client = await gateway()
+    state = state_of(client)
+    original = state.sink.append
+
+    async def logging_append(record: Any) -> None:
+        structlog.get_logger("test").info("inside the write")
+        await original(record)
+
+    state.sink.append = logging_append  # type: ignore[method-assign]
+    with structlog.testing.capture_logs(
+        processors=[structlog.contextvars.merge_contextvars]
+    ) as logs:
+        await client.post(
+            "/api/v2/write?bucket=mydb",
+            data=b"cpu v=1",
+            headers={**auth(WRITER), "X-Request-Id": "rid-1", "Zap-Trace-Span": "span-9"},
+        )
+    inside = [entry for entry in logs if entry["event"] == "inside the write"]
+    assert [("rid-1", "span-9")] == [(e.get("request_id"), e.get("trace_span")) for e in inside]

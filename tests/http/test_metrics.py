@@ -88,3 +88,12 @@ async def test_no_token_value_in_metrics(gateway: Any) -> None:
     text = await (await client.get("/metrics")).text()
     assert 'token="writer"' in text
     assert WRITER not in text
+
+
+async def test_implausible_timestamps_count_as_precision_rejections(gateway: Any) -> None:
+    """A request whose only bad lines have implausible timestamps is rejected for "precision"."""
+    client = await gateway()
+    await client.post("/api/v2/write?bucket=mydb", data=b"cpu v=1 1700000000", headers=auth(WRITER))
+    await client.post("/api/v2/write?bucket=mydb", data=b"cpu v=", headers=auth(WRITER))
+    assert 1.0 == sample(client, "gateway_write_rejections_total", reason="precision")
+    assert 1.0 == sample(client, "gateway_write_rejections_total", reason="parse")
