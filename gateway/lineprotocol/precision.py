@@ -23,6 +23,10 @@ NS_PER_UNIT: dict[Precision, int] = {
     "h": 3_600_000_000_000,
 }
 
+# (unit, out_unit, lo, hi, round_to, rewrites, stamp_ns, stamp_token, line_limit): the argument
+# of the C scan (`_speedups.scan_plain`), all in ns where a time.
+ScanPolicy = tuple[int, int, int, int, int, int, int, bytes, int]
+
 INT64_MIN = -(2**63)
 INT64_MAX = 2**63 - 1
 UINT64_MAX = 2**64 - 1
@@ -138,6 +142,24 @@ class TimestampPolicy:
             stamp -= stamp % self._round_to
         self.stamp_ns = stamp
         self.stamp_token = str(stamp // self.out_unit).encode()
+
+    def scan_arguments(self, line_limit: int) -> ScanPolicy | None:
+        """The policy as the C scan takes it; None when a value does not fit its int64s."""
+        lo, hi = (self._lo, self._hi) if self._lo <= self._hi else (1, 0)  # (1, 0): none passes
+        arguments = (
+            self.unit,
+            self.out_unit,
+            lo,
+            hi,
+            self._round_to,
+            int(self.rewrites),
+            self.stamp_ns,
+            self.stamp_token,
+            max(min(line_limit, INT64_MAX), INT64_MIN),
+        )
+        if all(INT64_MIN <= value <= INT64_MAX for value in arguments if isinstance(value, int)):
+            return arguments
+        return None
 
     def bounds_ok(self, lowest: int, highest: int) -> bool:
         """True when every timestamp in [lowest, highest] (request units) passes unchanged."""

@@ -1,9 +1,11 @@
 """`validate`: a request body in, the accepted lines (normalized) and the line errors out.
 
 Owns the walk over the body: runs of blank/comment lines are skipped in bulk, runs of plain lines
-go through the bulk checks of `fastpath.py`, and every other logical line (found with IOx's
-splitter, `split.py`) goes through the exact parser (`syntax.py`) and write rules (`rules.py`).
-Timestamps are checked, stamped and converted by `precision.TimestampPolicy`.
+go through the bulk checks of `fastpath.py` -- or, when the C accelerator is active
+(`implementation.py`), through `_speedups.scan_plain`, which accepts the plain lines it can
+decide and stops at the first one Python must look at -- and every other logical line (found
+with IOx's splitter, `split.py`) goes through the exact parser (`syntax.py`) and write rules
+(`rules.py`). Timestamps are checked, stamped and converted by `precision.TimestampPolicy`.
 
 The output is normalized so that what is forwarded is clean and self-delimiting: each accepted
 line has no leading blanks/comments, no trailing blanks or CR, exactly one space before a
@@ -21,17 +23,25 @@ from dataclasses import dataclass
 
 from gateway.errors import LineProtocolBodyError
 from gateway.lineprotocol import fastpath
+from gateway.lineprotocol.implementation import Implementation, ScanPlain, plain_scanner
 from gateway.lineprotocol.precision import (
     INT64_MAX,
     INT64_MIN,
     Precision,
+    ScanPolicy,
     TimeRules,
     TimestampPolicy,
     output_precision,
 )
 from gateway.lineprotocol.rules import check_rules
 from gateway.lineprotocol.split import line_end, trim_leading
-from gateway.lineprotocol.syntax import LineSyntaxError, ParsedLine, parse_line, show
+from gateway.lineprotocol.syntax import (
+    NAME_LIMIT,
+    LineSyntaxError,
+    ParsedLine,
+    parse_line,
+    show,
+)
 
 _KEY_COMMA = re.compile(rb"\\[\s\S]|,")
 _DEFAULT_RULES = TimeRules()
@@ -72,15 +82,33 @@ def validate(
     rules: TimeRules = _DEFAULT_RULES,
     max_line_bytes: int = 1_048_576,
     max_errors: int = 100,
+    implementation: Implementation | None = None,
 ) -> ValidationResult:
-    """Validate a body of line protocol as InfluxDB 3 would, plus the gateway's time rules."""
+    """Validate a body of line protocol as InfluxDB 3 would, plus the gateway's time rules.
+
+    `implementation` ("c" or "python") only chooses how plain runs are scanned; the result is
+    the same either way. None means the active one (`implementation.ACTIVE`).
+    """
     _check_utf8(body)
-    run = _Run(TimestampPolicy(precision, now_ns, rules), max_line_bytes, max_errors)
+    policy = TimestampPolicy(precision, now_ns, rules)
+    run = _Run(policy, max_line_bytes, max_errors)
+    scan = plain_scanner(implementation)
+    arguments = None
+    if scan is not None and isinstance(body, bytes):
+        arguments = policy.scan_arguments(min(max_line_bytes, NAME_LIMIT))
+    if scan is None or arguments is None:
+        _walk(body, run)
+    else:
+        _walk_compiled(body, run, scan, arguments)
+    return run.result(body, output_precision(precision))
+
+
+def _walk(body: bytes, run: _Run) -> None:
+    """The pure-Python walk: runs of plain lines through fastpath's bulk checks."""
     size = len(body)
     pos = 0
     line_no = 1
     plain_lines = fastpath.PLAIN_LINES.match
-    blank_lines = fastpath.BLANK_LINES.match
     while pos < size:
         found = plain_lines(body, pos)
         if found is not None:
@@ -89,20 +117,49 @@ def validate(
             line_no += body.count(b"\n", pos, end)
             pos = end
             continue
-        found = blank_lines(body, pos)
-        if found is not None:
-            end = found.end()
-            line_no += body.count(b"\n", pos, end)
+        pos, line_no = _step(body, pos, line_no, run)
+
+
+def _walk_compiled(body: bytes, run: _Run, scan: ScanPlain, policy: ScanPolicy) -> None:
+    """The walk with the C accelerator: it takes the plain lines, Python whatever stops it."""
+    size = len(body)
+    pos = 0
+    line_no = 1
+    while pos < size:
+        end, newlines, accepted, lowest, highest, out, refused = scan(body, pos, policy)
+        if accepted:
+            if out is not None:
+                run.changed = True
+            else:
+                out = body if end - pos == size else body[pos:end]  # unchanged: no copy when whole
+            run.accept_run(out, accepted, lowest, highest)
+            line_no += newlines
             pos = end
-            run.changed = True
-            continue
-        stop = line_end(body, pos)
-        if stop >= size:
-            run.changed = True  # the last line gets its newline
-        run.line(body[pos:stop], line_no)
-        line_no += body.count(b"\n", pos, stop) + 1
-        pos = stop + 1
-    return run.result(body, output_precision(precision))
+        if refused is not None:
+            # A plain line refused for its timestamp alone: Python's plain-line code words why.
+            line = body[pos:refused]
+            if line.endswith(b"\r") or refused >= size:
+                line = line.removesuffix(b"\r")
+                run.changed = True
+            run.plain_line(line, line_no)
+            pos = refused + 1
+            line_no += 1
+        elif pos < size:
+            pos, line_no = _step(body, pos, line_no, run)
+
+
+def _step(body: bytes, pos: int, line_no: int, run: _Run) -> tuple[int, int]:
+    """Past a run of blank/comment lines, or one logical line through the exact parser."""
+    found = fastpath.BLANK_LINES.match(body, pos)
+    if found is not None:
+        end = found.end()
+        run.changed = True
+        return end, line_no + body.count(b"\n", pos, end)
+    stop = line_end(body, pos)
+    if stop >= len(body):
+        run.changed = True  # the last line gets its newline
+    run.line(body[pos:stop], line_no)
+    return stop + 1, line_no + body.count(b"\n", pos, stop) + 1
 
 
 def _check_utf8(body: bytes) -> None:
@@ -174,6 +231,12 @@ class _Run:
         if self.highest is None or highest > self.highest:
             self.highest = highest
 
+    def accept_run(self, chunk: bytes, count: int, lowest: int, highest: int) -> None:
+        """Lines the C scan accepted, `chunk` their normalized output, timestamps in ns."""
+        self.parts.append(chunk)
+        self.accepted += count
+        self._span(lowest, highest)
+
     def plain(self, chunk: bytes, line_no: int) -> None:
         """A run of plain lines: accept it whole when the bulk checks pass, else line by line."""
         policy = self.policy
@@ -199,21 +262,26 @@ class _Run:
         for index, line in enumerate(fastpath.split_chunk(chunk)):
             if index in flagged:
                 self.line(line, line_no + index)
-                continue
-            space, token = fastpath.timestamp_of(line)
-            ns = self._timestamp(token, line_no + index)
-            if ns is None:
-                continue
-            if token is None:
-                self.parts.append(line + b" " + policy.stamp_token + b"\n")
-                self.changed = True
-            elif policy.rewrites and policy.token(ns) != token:
-                self.parts.append(line[: space + 1] + policy.token(ns) + b"\n")
-                self.changed = True
             else:
-                self.parts.append(line + b"\n")
-            self.accepted += 1
-            self._span(ns, ns)
+                self.plain_line(line, line_no + index)
+
+    def plain_line(self, line: bytes, line_no: int) -> None:
+        """One plain line (no CR, no newline) that passes the bulk checks: only its timestamp."""
+        policy = self.policy
+        space, token = fastpath.timestamp_of(line)
+        ns = self._timestamp(token, line_no)
+        if ns is None:
+            return
+        if token is None:
+            self.parts.append(line + b" " + policy.stamp_token + b"\n")
+            self.changed = True
+        elif policy.rewrites and policy.token(ns) != token:
+            self.parts.append(line[: space + 1] + policy.token(ns) + b"\n")
+            self.changed = True
+        else:
+            self.parts.append(line + b"\n")
+        self.accepted += 1
+        self._span(ns, ns)
 
     def _timestamp(self, token: bytes | None, line_no: int) -> int | None:
         """The final ns of a line's timestamp (or of the stamp), None when the line is rejected."""
