@@ -249,13 +249,13 @@ def token_list(
         ["NAME", "WRITE", "READ", "EXPIRES", "RATE_LIMIT"],
         [
             [
-                str(r["name"]),
-                ",".join(r["write"]) or "-",  # type: ignore[arg-type]
-                ",".join(r["read"]) or "-",  # type: ignore[arg-type]
-                str(r["expires"] or "never"),
-                str(r["rate_limit"] or "-"),
+                t.name,
+                ",".join(t.write) or "-",
+                ",".join(t.read) or "-",
+                _rfc3339(t.expires) if t.expires else "never",
+                str(t.rate_limit or "-"),
             ]
-            for r in rows
+            for t in loaded.tokens
         ],
     )
 

@@ -11,7 +11,6 @@ import sys
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 
 import aiohttp
@@ -148,18 +147,11 @@ async def _send(
         bad = [line for n, line in enumerate(chunk.lines, 1) if not rejected or n in rejected]
         report.sent += len(chunk.lines) - len(bad) if decision.outcome == "partial" else 0
         report.deadlettered += len(bad)
+        data = b"".join(line + b"\n" for line in bad)
         deadletter.append(
             deadletter_dir(config),
-            deadletter.DeadLetter(
-                time=datetime.now(tz=UTC).isoformat().replace("+00:00", "Z"),
-                upstream=upstream.name,
-                database=chunk.database,
-                precision=chunk.precision,
-                status=response.status,
-                reason=decision.reason,
-                message=decision.message,
-                lines=len(bad),
-                data=b"".join(line + b"\n" for line in bad).decode("utf-8", "replace"),
+            deadletter.refused(
+                upstream.name, chunk.database, chunk.precision, response, decision, data, len(bad)
             ),
         )
         print(

@@ -15,12 +15,14 @@ import os
 import re
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import orjson
 
 from gateway.buffer.segmentfile import fsync_directory, storage_error, write_atomic
 from gateway.errors import StorageError
+from gateway.forward.decide import UpstreamDecision, UpstreamResponse
 
 _SAFE = re.compile(r"[^A-Za-z0-9_.-]")
 DEAD_SUFFIX = ".jsonl"
@@ -40,6 +42,29 @@ class DeadLetter:
     message: str  # the upstream's own words
     lines: int
     data: str  # the refused line protocol, newline-terminated lines
+
+
+def refused(
+    upstream: str,
+    database: str,
+    precision: str,
+    response: UpstreamResponse,
+    decision: UpstreamDecision,
+    data: bytes,
+    lines: int,
+) -> DeadLetter:
+    """The dead letter for lines an upstream refused, stamped now."""
+    return DeadLetter(
+        time=datetime.now(tz=UTC).isoformat().replace("+00:00", "Z"),
+        upstream=upstream,
+        database=database,
+        precision=precision,
+        status=response.status,
+        reason=decision.reason,
+        message=decision.message,
+        lines=lines,
+        data=data.decode("utf-8", "replace"),
+    )
 
 
 def _name(upstream: str) -> str:

@@ -16,13 +16,13 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 
 import structlog
 
 from gateway.buffer.cursor import Cursor
 from gateway.buffer.record import Record
+from gateway.buffer.segmentlog import Position
 from gateway.buffer.wal import WriteAheadLog
 from gateway.config import UpstreamConfig
 from gateway.forward import deadletter
@@ -121,7 +121,7 @@ class Forwarder:
 
     # -- the window ------------------------------------------------------------------------------
 
-    async def _read_window(self, cursor: Cursor) -> list[tuple[object, Record]]:
+    async def _read_window(self, cursor: Cursor) -> list[tuple[Position, Record]]:
         cfg = self.config
         max_lines = cfg.batch_max_lines * cfg.concurrency
         max_bytes = cfg.batch_max_bytes * cfg.concurrency
@@ -137,9 +137,9 @@ class Forwarder:
             lines = sum(record.lines for _, record in window)
             remaining = deadline - self._clock()
             if not window or lines >= cfg.batch_max_lines or remaining <= 0:
-                return window  # type: ignore[return-value]
+                return window
             if len(window) >= MAX_WINDOW_RECORDS or self._stop.is_set():
-                return window  # type: ignore[return-value]
+                return window
             await self._idle(remaining)  # wait for a fuller batch, at most flush_interval
 
     async def _forward_window(self) -> bool:
@@ -155,7 +155,7 @@ class Forwarder:
         await asyncio.gather(*(self._send_in_order(group) for group in by_database.values()))
         new_cursor = cursor
         for position, record in window:
-            new_cursor = new_cursor.advanced(position, 1, record.lines)  # type: ignore[arg-type]
+            new_cursor = new_cursor.advanced(position, 1, record.lines)
         await self._wal.commit(self.name, new_cursor)
         return True
 
@@ -245,16 +245,8 @@ class Forwarder:
         response: UpstreamResponse,
         decision: UpstreamDecision,
     ) -> None:
-        letter = deadletter.DeadLetter(
-            time=datetime.now(tz=UTC).isoformat().replace("+00:00", "Z"),
-            upstream=self.name,
-            database=batch.database,
-            precision=batch.precision,
-            status=response.status,
-            reason=decision.reason,
-            message=decision.message,
-            lines=lines,
-            data=data.decode("utf-8", "replace"),
+        letter = deadletter.refused(
+            self.name, batch.database, batch.precision, response, decision, data, lines
         )
         await asyncio.to_thread(deadletter.append, self._deadletter_dir, letter)
         self._metrics.upstream_lines.labels(self.name, "deadletter").inc(lines)
