@@ -98,13 +98,30 @@ def main() -> None:
 @config_options
 @click.option("--listen", default=None, help="HOST:PORT to listen on (overrides server.listen).")
 @click.option("--workers", type=int, default=None, help="Worker processes (SO_REUSEPORT).")
+@click.option(
+    "--log-level",
+    type=click.Choice(["debug", "info", "warning", "error"]),
+    default=None,
+    help="Log level (overrides [log] level).",
+)
 def run(
-    config_file: str | None, data_dir: str | None, listen: str | None, workers: int | None
+    config_file: str | None,
+    data_dir: str | None,
+    listen: str | None,
+    workers: int | None,
+    log_level: str | None,
 ) -> None:
     """Run the gateway."""
+    import dataclasses
+
     from gateway.server import serve
 
     config = load(config_file, data_dir)
+    if log_level is not None:
+        config = dataclasses.replace(
+            config,
+            log=dataclasses.replace(config.log, level=log_level),  # type: ignore[arg-type]  # a click.Choice of the Literal's values
+        )
     try:
         code = serve(config, listen=listen, workers=workers)
     except (ConfigError, PolicyError) as e:

@@ -84,3 +84,24 @@ def test_data_dir_not_writable_exits_3(tmp_path: Path) -> None:
 def test_unknown_command_is_usage_error() -> None:
     """A typo in a command exits 2 (click's usage error)."""
     assert 2 == run("storr").returncode
+
+
+def test_log_level_from_the_command_line(tmp_path: Path) -> None:
+    """--log-level warning silences the per-request info lines; info shows them as JSON."""
+    import urllib.request
+
+    from tests.e2e.conftest import start_gateway
+
+    (tmp_path / "quiet").mkdir()
+    (tmp_path / "loud").mkdir()
+    quiet = start_gateway(tmp_path / "quiet", "--log-level", "warning")
+    loud = start_gateway(tmp_path / "loud")
+    try:
+        for gateway in (quiet, loud):
+            with urllib.request.urlopen(f"{gateway.url}/ping", timeout=5) as response:
+                assert 204 == response.status
+    finally:
+        assert 0 == quiet.stop()
+        assert 0 == loud.stop()
+    assert '"event":"request"' not in quiet.stderr()
+    assert '"event":"request"' in loud.stderr()
