@@ -1,0 +1,381 @@
+"""One benchmark case: start a sink and a server, drive them with wrk, measure, verify.
+
+The measurements: wrk's count of responses per status and its latency percentiles, CPU
+seconds (utime + stime) and peak RSS (VmHWM) of the server's process tree from /proc, the
+CPU of the sink and of wrk, what the rest of the machine did meanwhile, and, once the server
+has delivered what it acknowledged (the gateway: once its buffer is empty), the sink's counts.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import resource
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bench.procs import (
+    BenchError,
+    Child,
+    all_cpu,
+    busiest_others,
+    cpu_seconds,
+    foreign_cpu,
+    http_get,
+    machine_cpu,
+    peak_rss_mb,
+)
+from bench.targets import (
+    BENCH,
+    PeerSpec,
+    Sink,
+    Target,
+    sink_target,
+    start_gateway,
+    start_nginx,
+    start_peer,
+    start_sink,
+)
+
+LUA = BENCH / "lua" / "wrk.lua"
+PING_INTERVAL_MS = 10
+WRK_TIMEOUT = "30s"  # a slow 204 still counts; wrk's default (2 s) would call it an error
+
+
+@dataclass(frozen=True)
+class Options:
+    """What one benchmark run does."""
+
+    duration: float
+    connections: int
+    threads: int
+    encodings: tuple[str, ...]
+    cases: tuple[str, ...]
+    peers: tuple[PeerSpec, ...]
+    unique_ids: bool
+    upstream_gzip: bool
+    gateway_workers: int | None
+    sink_workers: int
+    nginx_workers: str
+    drain_timeout: float
+    wait_idle: float
+    repeat: int
+    python: str
+    wrk: str
+    nginx: str | None
+
+
+# ------------------------------------------------------------------------------------- wrk
+
+
+def start_wrk(
+    options: Options, url: str, args: list[str], log: Path, *, threads: int, connections: int
+) -> Child:
+    """wrk with bench/lua/wrk.lua for --duration seconds."""
+    command = [options.wrk, "-t", str(threads), "-c", str(connections)]
+    command += ["-d", f"{options.duration:g}s", "--timeout", WRK_TIMEOUT, "--latency"]
+    command += ["-s", str(LUA), url, "--", *args]
+    return Child.start("wrk", command, log)
+
+
+def wrk_result(child: Child, timeout: float) -> dict[str, Any]:
+    """Wait for wrk and parse the WRK_JSON line its `done` hook printed."""
+    try:
+        child.process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        child.stop()
+        raise BenchError(f"wrk did not finish within {timeout:.0f}s") from None
+    match = re.search(r"^WRK_JSON (.*)$", child.output(), re.MULTILINE)
+    if child.process.returncode != 0 or not match:
+        raise BenchError(f"wrk failed ({child.process.returncode}):\n{child.tail()}")
+    result: dict[str, Any] = json.loads(match.group(1))
+    result["statuses"] = {str(k): int(v) for k, v in (result.get("statuses") or {}).items()}
+    return result
+
+
+def latency_ms(result: dict[str, Any]) -> dict[str, float]:
+    """wrk's latency percentiles (microseconds) in milliseconds."""
+    lat = result["latency_us"]
+    return {
+        k: round(float(lat.get(k) or 0) / 1000, 3) for k in ("p50", "p90", "p99", "p999", "max")
+    }
+
+
+# ------------------------------------------------------------------------------- gateway
+
+
+def gateway_metrics(target: Target) -> dict[str, float]:
+    """Accepted lines and pending buffer records, from the gateway's /metrics."""
+    assert target.metrics_url is not None
+    text = http_get(target.metrics_url).decode()
+    accepted = pending = 0.0
+    for line in text.splitlines():
+        if line.startswith("gateway_write_lines_total{") and 'result="accepted"' in line:
+            accepted += float(line.rsplit(" ", 1)[1])
+        elif line.startswith("gateway_buffer_records{"):
+            pending += float(line.rsplit(" ", 1)[1])
+    return {"accepted_lines": accepted, "buffer_records": pending}
+
+
+def buffer_status(options: Options, target: Target) -> list[dict[str, Any]]:
+    """`influx-gateway buffer status --json`: what the WAL itself says is pending."""
+    assert target.config is not None and target.data_dir is not None
+    done = subprocess.run(
+        [options.python, "-m", "gateway", "buffer", "status", "--json", *target_dirs(target)],
+        capture_output=True,
+        timeout=60,
+    )
+    if done.returncode != 0:
+        raise BenchError(f"influx-gateway buffer status failed: {done.stderr.decode()}")
+    return list(json.loads(done.stdout))
+
+
+def target_dirs(target: Target) -> list[str]:
+    """-c and --data-dir of the gateway target, for its CLI."""
+    return ["-c", str(target.config), "--data-dir", str(target.data_dir)]
+
+
+def drain_gateway(options: Options, target: Target, sink: Sink, load_end: float) -> dict[str, Any]:
+    """Wait until the gateway's buffer is empty; what it accepted, and how long that took.
+
+    The buffer gauge is refreshed every 2 s, so an empty buffer counts only when read at least
+    2.5 s after the load stopped; `buffer status --json` then confirms it from the WAL.
+    """
+    first = gateway_metrics(target)
+    accepted = first["accepted_lines"]
+    backlog = max(0.0, accepted - sink.stats()["lines"])
+    deadline = time.monotonic() + options.drain_timeout
+    caught_up_at: float | None = None
+    while True:
+        now = time.monotonic()
+        metrics = gateway_metrics(target)
+        lines = sink.stats()["lines"]
+        if caught_up_at is None and lines >= accepted:
+            caught_up_at = now
+        empty = metrics["buffer_records"] == 0 and now >= load_end + 2.5
+        if (empty and (lines >= accepted or now >= load_end + 5.0)) or now >= deadline:
+            break
+        time.sleep(0.2)
+    status = buffer_status(options, target)
+    return {
+        "accepted_lines": int(accepted),
+        "backlog_lines_at_end": int(backlog),
+        "drain_s": None if caught_up_at is None else round(max(0.0, caught_up_at - load_end), 2),
+        "pending_records": sum(int(row["pending_records"]) for row in status),
+        "deadletter_lines": sum(int(row["deadletter_lines"]) for row in status),
+    }
+
+
+def settle_sink(sink: Sink, expected_lines: int, timeout: float = 10.0) -> None:
+    """Let a proxy deliver what it acknowledged: until the sink has it, or stops growing."""
+    deadline = time.monotonic() + timeout
+    last = -1
+    while time.monotonic() < deadline:
+        lines = sink.stats()["lines"]
+        if lines >= expected_lines or lines == last:
+            return
+        last = lines
+        time.sleep(0.5)
+
+
+# ---------------------------------------------------------------------------------- cases
+
+
+def write_args(options: Options, target: Target, payload: Path, encoding: str) -> list[str]:
+    """The wrk.lua arguments of the load: which file, which headers, unique ids or not."""
+    meta = json.loads((payload / "meta.json").read_text())
+    gz = ".gz" if encoding == "gzip" else ""
+    args = ["mode=write", f"token={target.token}", f"gzip={1 if gz else 0}"]
+    if options.unique_ids:
+        args += [f"body={payload / ('body.lp' + gz)}", "unique=1", f"ts={meta['marker_ts']}"]
+    else:
+        args += [f"body={payload / ('batch.lp' + gz)}"]
+    return args
+
+
+def start_target(options: Options, case: str, root: Path, sink: Sink, tmp_root: Path) -> Target:
+    """Start the server of a case in front of `sink`."""
+    if case == "sink":
+        return sink_target(sink)
+    if case == "nginx":
+        assert options.nginx is not None
+        return start_nginx(
+            options.nginx, root / "nginx", sink, workers=options.nginx_workers, tmp_root=tmp_root
+        )
+    if case == "gateway":
+        return start_gateway(
+            options.python,
+            root / "gateway",
+            sink,
+            upstream_gzip=options.upstream_gzip,
+            workers=options.gateway_workers,
+        )
+    spec = next(p for p in options.peers if f"peer:{p.name}" == case)
+    return start_peer(spec, root / "peer", sink)
+
+
+def run_case(
+    options: Options, case: str, encoding: str, payload: Path, root: Path, tmp_root: Path
+) -> dict[str, Any]:
+    """One server, one encoding: load, measure, verify delivery."""
+    root.mkdir(parents=True)
+    meta = json.loads((payload / "meta.json").read_text())
+    lines_per_request = int(meta["lines"])
+    sink = start_sink(
+        options.python, root, workers=options.sink_workers, markers=options.unique_ids
+    )
+    target: Target | None = None
+    try:
+        target = start_target(options, case, root, sink, tmp_root)
+        server = target.server
+        own_sink = server is sink.child
+        server_pids, sink_pids = server.pids(), sink.child.pids()
+        server_cpu0, sink_cpu0 = cpu_seconds(server_pids), cpu_seconds(sink_pids)
+        children0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        busy0, _ = machine_cpu()
+        everyone0 = all_cpu()
+        started = time.monotonic()
+
+        load = start_wrk(
+            options,
+            target.write_url,
+            write_args(options, target, payload, encoding),
+            root / "wrk.log",
+            threads=options.threads,
+            connections=options.connections,
+        )
+        ping_args = ["mode=get", f"interval_ms={PING_INTERVAL_MS}"]
+        ping = start_wrk(
+            options, target.ping_url, ping_args, root / "wrk-ping.log", threads=1, connections=1
+        )
+        result = wrk_result(load, options.duration + 60)
+        ping_result = wrk_result(ping, options.duration + 60)
+        load_end = time.monotonic()
+
+        busy1, _ = machine_cpu()
+        everyone1 = all_cpu()
+        ours = {os.getpid(), load.process.pid, ping.process.pid}
+        children1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        server_pids2, sink_pids2 = server.pids(), sink.child.pids()
+        server_cpu = cpu_seconds(server_pids2) - server_cpu0
+        sink_cpu = 0.0 if own_sink else cpu_seconds(sink_pids2) - sink_cpu0
+        loadgen_cpu = (children1.ru_utime + children1.ru_stime) - (
+            children0.ru_utime + children0.ru_stime
+        )
+        ours.update(server_pids + server_pids2 + sink_pids + sink_pids2)
+        rss = peak_rss_mb(server_pids2)
+        sink_rss = peak_rss_mb(sink_pids2)
+        sink_at_end = sink.stats()
+
+        statuses = result["statuses"]
+        ok = statuses.get("204", 0)
+        duration = result["duration_us"] / 1e6
+        acked_lines = ok * lines_per_request
+        out: dict[str, Any] = {
+            "case": case,
+            "target": target.name,
+            "encoding": encoding,
+            "duration_s": round(duration, 3),
+            "requests": result["requests"],
+            "statuses": statuses,
+            "non_204": sum(n for code, n in statuses.items() if code != "204"),
+            "socket_errors": result["errors"],
+            "acked_requests": ok,
+            "acked_lines": acked_lines,
+            "lines_per_s": round(acked_lines / duration),
+            "wire_mb_per_s": round(
+                ok * request_bytes(options, payload, encoding) / duration / 1e6, 1
+            ),
+            "latency_ms": latency_ms(result),
+            "server_cpu_s": round(server_cpu, 2),
+            "server_cpu_us_per_line": round(server_cpu / acked_lines * 1e6, 3)
+            if acked_lines
+            else None,
+            "sink_cpu_s": round(sink_cpu, 2),
+            "loadgen_cpu_s": round(loadgen_cpu, 2),
+            "machine_busy_s": round(busy1 - busy0, 2),
+            "machine_capacity_s": round((load_end - started) * (os.cpu_count() or 1), 2),
+            "peak_rss_mb": round(rss, 1),
+            "sink_peak_rss_mb": round(sink_rss, 1),
+            "delivered_lines_during_load": sink_at_end["lines"],
+            "ping": {
+                "url": target.ping_url,
+                "requests": ping_result["requests"],
+                "statuses": ping_result["statuses"],
+                "socket_errors": ping_result["errors"],
+                "latency_ms": latency_ms(ping_result),
+            },
+            "notes": target.notes,
+        }
+        out["busiest_others"] = busiest_others(everyone0, everyone1, ours)
+        out["foreign_cpu_s"] = round(foreign_cpu(everyone0, everyone1, ours), 2)
+        out["other_cpu_s"] = round(out["machine_busy_s"] - server_cpu - sink_cpu - loadgen_cpu, 2)
+
+        if target.kind == "gateway":
+            out["gateway"] = drain_gateway(options, target, sink, load_end)
+            drained_cpu = cpu_seconds(server.pids()) - server_cpu0 - server_cpu
+            out["gateway"]["cpu_s_after_load"] = round(drained_cpu, 2)
+        else:
+            settle_sink(sink, acked_lines)
+        out["sink"] = sink.stats()
+        out["delivery"] = verify(options, out)
+        out["server_exit"] = None if own_sink else target.server.stop()
+        return out
+    except BenchError as e:
+        raise BenchError(f"{case} ({encoding}): {e}") from None
+    finally:
+        if target is not None and target.server is not sink.child:
+            target.server.stop()
+        sink.child.stop()
+
+
+def request_bytes(options: Options, payload: Path, encoding: str) -> int:
+    """The size of one request body on the wire."""
+    gz = ".gz" if encoding == "gzip" else ""
+    if options.unique_ids:
+        return (payload / f"body.lp{gz}").stat().st_size + 40
+    return (payload / f"batch.lp{gz}").stat().st_size
+
+
+def verify(options: Options, case: dict[str, Any]) -> dict[str, Any]:
+    """Did the sink receive every acknowledged line (and, for the gateway, every accepted one)?"""
+    sink = case["sink"]
+    acked = case["acked_lines"]
+    got = int(sink["lines"])
+    problems = []
+    if not acked:
+        problems.append("no request was answered 204")
+    if got < acked:
+        problems.append(f"sink has {got} lines, {acked} were acknowledged: {acked - got} lost")
+    gateway = case.get("gateway")
+    if gateway is not None:
+        if got < gateway["accepted_lines"]:
+            problems.append(
+                f"the gateway accepted {gateway['accepted_lines']} lines, the sink has {got}"
+            )
+        if gateway["pending_records"]:
+            problems.append(f"{gateway['pending_records']} records still pending in the buffer")
+        if gateway["deadletter_lines"]:
+            problems.append(f"{gateway['deadletter_lines']} lines dead-lettered")
+    if options.unique_ids:
+        if sink["distinct_markers"] < case["acked_requests"]:
+            problems.append(
+                f"{sink['distinct_markers']} distinct batch ids at the sink, "
+                f"{case['acked_requests']} batches acknowledged"
+            )
+        if sink["markers_unkeyed"]:
+            problems.append(f"{sink['markers_unkeyed']} batch ids unreadable at the sink")
+    detail = {
+        "status": "FAIL" if problems else "PASS",
+        "problems": problems,
+        "sink_lines": got,
+        "acked_lines": acked,
+        "extra_lines": got - acked,
+    }
+    if options.unique_ids:
+        detail["duplicate_batches"] = int(sink["duplicate_markers"])
+    return detail
