@@ -2,8 +2,10 @@
 
 A cursor is a log position plus how many records and lines the consumer has passed inside that
 position's segment (so pending counts need no scan). It lives in `<dir>/<consumer>.cursor`,
-replaced atomically (temp, fsync, rename, fsync dir). A cursor that is lost or behind only
-means a resend (at-least-once), never a loss; a cursor is never moved backwards.
+replaced atomically (temp, rename) but not fsynced: it moves many times a second, and a cursor
+that a power cut sets back, or damages, only means a resend (at-least-once), never a loss --
+a damaged cursor makes its consumer start again from the oldest segment kept. A cursor is
+never moved backwards while running.
 """
 
 from __future__ import annotations
@@ -44,8 +46,12 @@ def cursor_path(directory: Path, consumer: str) -> Path:
     return directory / f"{_SAFE.sub('_', consumer)}{CURSOR_SUFFIX}"
 
 
+class CursorDamaged(Exception):
+    """The cursor file exists but cannot be read: resend from the oldest data."""
+
+
 def load_cursor(directory: Path, consumer: str) -> Cursor | None:
-    """The stored cursor of a consumer, or None when it has none (or it is unreadable)."""
+    """The stored cursor of a consumer, None when it has none; CursorDamaged when unreadable."""
     path = cursor_path(directory, consumer)
     try:
         data = orjson.loads(path.read_bytes())
@@ -56,13 +62,13 @@ def load_cursor(directory: Path, consumer: str) -> Cursor | None:
         )
     except FileNotFoundError:
         return None
-    except (OSError, ValueError, KeyError, TypeError):
-        # A damaged cursor file: the caller starts the consumer from the oldest data (resend).
-        return None
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise CursorDamaged(f"{path}: {e}") from None
 
 
-def store_cursor(directory: Path, consumer: str, cursor: Cursor) -> None:
-    """Replace a consumer's cursor file atomically and durably."""
+def store_cursor(directory: Path, consumer: str, cursor: Cursor, *, durable: bool = False) -> None:
+    """Replace a consumer's cursor file atomically; durably only when asked (a consumer's first
+    cursor: a missing file would make it start at the end of the log)."""
     data = orjson.dumps(
         {
             "segment": cursor.position.segment,
@@ -72,10 +78,17 @@ def store_cursor(directory: Path, consumer: str, cursor: Cursor) -> None:
         }
     )
     try:
-        write_atomic(cursor_path(directory, consumer), data)
-        fsync_directory(directory)
+        write_atomic(
+            cursor_path(directory, consumer), data, fsync=os.fsync if durable else _no_fsync
+        )
+        if durable:
+            fsync_directory(directory)
     except OSError as e:
         raise storage_error(e, f"cannot store the cursor of {consumer}") from e
+
+
+def _no_fsync(fd: int) -> None:
+    """Cursor files are not fsynced (see the module docstring)."""
 
 
 def ensure_directory(directory: Path) -> None:

@@ -16,11 +16,20 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from gateway.buffer.cursor import Cursor, ensure_directory, load_cursor, store_cursor
+import structlog
+
+from gateway.buffer.cursor import (
+    Cursor,
+    CursorDamaged,
+    ensure_directory,
+    load_cursor,
+    store_cursor,
+)
 from gateway.buffer.record import Record
 from gateway.buffer.segmentlog import FsyncMode, Position, RecoveryReport, SegmentLog
 from gateway.errors import StorageFullError
 
+log = structlog.get_logger("gateway.buffer")
 LOG_DIR = "log"
 CURSOR_DIR = "cursors"
 
@@ -99,11 +108,15 @@ class WriteAheadLog:
         report = self.log.open()
         oldest = self._oldest_segment()
         for name in self.consumers:
-            cursor = load_cursor(self._cursor_dir, name)
+            try:
+                cursor = load_cursor(self._cursor_dir, name)
+            except CursorDamaged as e:
+                log.warning("damaged cursor: resending from the oldest buffered data", error=str(e))
+                cursor = Cursor(Position(oldest, 0))
             if cursor is None:
                 cursor = Cursor(self.log.end)
                 if not self._read_only:
-                    store_cursor(self._cursor_dir, name, cursor)
+                    store_cursor(self._cursor_dir, name, cursor, durable=True)
             elif cursor.position.segment < oldest:  # its segments were deleted (dropped)
                 cursor = Cursor(Position(oldest, 0))
             self._cursors[name] = cursor

@@ -1,0 +1,102 @@
+"""The write-ahead log and its cursors on real files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from gateway.buffer.cursor import cursor_path
+from gateway.buffer.record import Record
+from gateway.buffer.wal import Consumer, WriteAheadLog
+
+T = 1_700_000_000 * 10**9
+
+
+def record(i: int) -> Record:
+    """A one-line record."""
+    return Record("db", "ns", T, "tok", 1, T, T, b"m v=%di %d\n" % (i, T))
+
+
+def wal_at(
+    path: Path, *consumers: Consumer, max_bytes: int = 2**30, segment_bytes: int = 2**20
+) -> WriteAheadLog:
+    """An opened log with fsync off (these tests are about cursors, not durability)."""
+    wal = WriteAheadLog(
+        path, consumers, max_bytes=max_bytes, fsync="never", segment_bytes=segment_bytes
+    )
+    wal.open()
+    return wal
+
+
+async def consume_all(wal: WriteAheadLog, name: str) -> list[bytes]:
+    """Read everything pending for a consumer and commit its cursor past it."""
+    cursor = wal.cursor(name)
+    window = wal.read(cursor.position, max_records=10**6, max_lines=10**9, max_bytes=2**40)
+    for position, rec in window:
+        cursor = cursor.advanced(position, 1, rec.lines)
+    await wal.commit(name, cursor)
+    return [rec.payload for _, rec in window]
+
+
+async def test_cursor_survives_a_restart(tmp_path: Path) -> None:
+    """A committed cursor is where the consumer resumes after reopening."""
+    wal = wal_at(tmp_path, Consumer("up"))
+    for i in range(3):
+        await wal.append(record(i))
+    assert 3 == len(await consume_all(wal, "up"))
+    await wal.append(record(3))
+    await wal.close()
+    wal = wal_at(tmp_path, Consumer("up"))
+    assert [record(3).payload] == await consume_all(wal, "up")
+    assert 0 == wal.status("up").pending_records
+    await wal.close()
+
+
+async def test_new_consumer_starts_at_the_end(tmp_path: Path) -> None:
+    """A consumer added later receives writes from then on, not the backlog of others."""
+    wal = wal_at(tmp_path, Consumer("a"))
+    await wal.append(record(0))
+    await wal.close()
+    wal = wal_at(tmp_path, Consumer("a"), Consumer("b"))
+    await wal.append(record(1))
+    assert [record(1).payload] == await consume_all(wal, "b")
+    assert 2 == len(await consume_all(wal, "a"))
+    await wal.close()
+
+
+async def test_damaged_cursor_resends_from_the_oldest_data(tmp_path: Path) -> None:
+    """A cursor file that cannot be read means a resend, never a skip."""
+    wal = wal_at(tmp_path, Consumer("up"))
+    for i in range(3):
+        await wal.append(record(i))
+    await consume_all(wal, "up")
+    await wal.close()
+    cursor_path(tmp_path / "cursors", "up").write_bytes(b"")  # e.g. cut short by a power loss
+    wal = wal_at(tmp_path, Consumer("up"))
+    assert 3 == len(await consume_all(wal, "up"))
+    await wal.close()
+
+
+async def test_segments_are_deleted_once_every_cursor_passed(tmp_path: Path) -> None:
+    """A segment stays while any consumer still needs it."""
+    wal = wal_at(tmp_path, Consumer("fast"), Consumer("slow"), segment_bytes=200)
+    for i in range(20):
+        await wal.append(record(i))
+    before = len(wal.log.segments())
+    await consume_all(wal, "fast")
+    assert before == len(wal.log.segments())
+    await consume_all(wal, "slow")
+    assert len(wal.log.segments()) < before
+    await wal.close()
+
+
+async def test_drop_oldest_makes_room_and_reports(tmp_path: Path) -> None:
+    """A full buffer drops the oldest segment of a drop_oldest consumer instead of refusing."""
+    wal = wal_at(tmp_path, Consumer("mirror", drop_oldest=True), max_bytes=600, segment_bytes=200)
+    dropped = []
+    wal.on_drop = dropped.append
+    for i in range(30):
+        await wal.append(record(i))
+    assert dropped
+    assert wal.log.total_bytes <= 600 + 200
+    assert sum(d.lines for d in dropped) + len(await consume_all(wal, "mirror")) == 30
+    await wal.close()
