@@ -59,6 +59,7 @@ class Options:
     unique_ids: bool
     upstream_gzip: bool
     gateway_workers: int | None
+    gateway_fsync: str
     sink_workers: int
     nginx_workers: str
     drain_timeout: float
@@ -213,6 +214,7 @@ def start_target(options: Options, case: str, root: Path, sink: Sink, tmp_root: 
             sink,
             upstream_gzip=options.upstream_gzip,
             workers=options.gateway_workers,
+            fsync=options.gateway_fsync,
         )
     spec = next(p for p in options.peers if f"peer:{p.name}" == case)
     return start_peer(spec, root / "peer", sink)

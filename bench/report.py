@@ -69,7 +69,8 @@ def markdown(report: dict[str, Any]) -> str:
         + (", a unique batch id per request" if options["unique_ids"] else ""),
         f"- load: wrk, {options['duration']:g} s per case, {options['connections']} connections, "
         f"{options['threads']} threads; /ping: 1 connection, one request every 10 ms",
-        f'- influx-gateway: fsync = "always", full validation, one upstream (api v2, gzip '
+        f'- influx-gateway: fsync = "{options.get("gateway_fsync", "always")}", full validation, '
+        f"one upstream (api v2, gzip "
         f"{'on' if options['upstream_gzip'] else 'off'}) = the sink; data dir on "
         f"{env['data_dir_fs']}"
         + (f"; --workers {options['gateway_workers']}" if options["gateway_workers"] else ""),

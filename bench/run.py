@@ -174,6 +174,12 @@ def parse_options(argv: list[str] | None) -> tuple[Options, argparse.Namespace]:
         help="the gateway gzips what it forwards (its default; off here: loopback, like nginx)",
     )
     parser.add_argument("--gateway-workers", type=int, help="pass --workers N to the gateway")
+    parser.add_argument(
+        "--gateway-fsync",
+        choices=["always", "interval", "never"],
+        default="always",
+        help='the gateway\'s buffer.fsync (default "always", the product default)',
+    )
     parser.add_argument("--sink-workers", type=int, default=1, help="sink processes (default 1)")
     parser.add_argument("--nginx-workers", default="auto", help="worker_processes (default auto)")
     parser.add_argument("--drain-timeout", type=float, default=120.0, help="seconds (default 120)")
@@ -253,6 +259,7 @@ def parse_options(argv: list[str] | None) -> tuple[Options, argparse.Namespace]:
         unique_ids=args.unique_ids,
         upstream_gzip=args.upstream_gzip,
         gateway_workers=args.gateway_workers,
+        gateway_fsync=args.gateway_fsync,
         sink_workers=args.sink_workers,
         nginx_workers=args.nginx_workers,
         drain_timeout=args.drain_timeout,

@@ -175,7 +175,7 @@ GATEWAY_CONF = """\
 listen = "127.0.0.1:{port}"
 
 [buffer]
-fsync = "always"
+fsync = "{fsync}"
 
 [[upstreams]]
 name = "sink"
@@ -187,7 +187,13 @@ gzip = {gzip}
 
 
 def start_gateway(
-    python: str, root: Path, sink: Sink, *, upstream_gzip: bool, workers: int | None
+    python: str,
+    root: Path,
+    sink: Sink,
+    *,
+    upstream_gzip: bool,
+    workers: int | None,
+    fsync: str = "always",
 ) -> Target:
     """`influx-gateway run -c <conf> --data-dir <root>/data` with a token made for the run."""
     root.mkdir(parents=True)
@@ -195,7 +201,12 @@ def start_gateway(
     conf = root / "gateway.toml"
     data = root / "data"
     conf.write_text(
-        GATEWAY_CONF.format(port=port, sink_url=sink.url, gzip="true" if upstream_gzip else "false")
+        GATEWAY_CONF.format(
+            port=port,
+            sink_url=sink.url,
+            gzip="true" if upstream_gzip else "false",
+            fsync=fsync,
+        )
     )
     gateway = [python, "-m", "gateway"]
     where = ["-c", str(conf), "--data-dir", str(data)]

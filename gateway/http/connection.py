@@ -206,23 +206,73 @@ class EdgeRequestHandler(web.RequestHandler):
         return response
 
 
+LINGER_S = 1.0  # how long a closed connection keeps draining what the client still sends
+
+
+class _LingeringTransport:
+    """The transport as aiohttp's handler sees it: `close()` is a lingering close.
+
+    Closing a socket with unread input makes the kernel answer with a reset, which can destroy
+    the response just sent (a 400 for a 1 MB header the client is still sending). Like nginx's
+    lingering close, `close()` sends the response and a FIN, then keeps reading and discarding
+    input for up to LINGER_S (or until the client's EOF) before really closing.
+    """
+
+    def __init__(self, transport: asyncio.Transport) -> None:
+        self._transport = transport
+        self.lingering = False
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._transport, name)
+
+    def is_closing(self) -> bool:
+        """True once closed (or lingering)."""
+        return self.lingering or self._transport.is_closing()
+
+    def close(self) -> None:
+        """Send what is buffered and a FIN; drain input for a moment; then close."""
+        if self.lingering or self._transport.is_closing():
+            return
+        self.lingering = True
+        try:
+            if self._transport.can_write_eof():
+                self._transport.write_eof()
+            self._transport.resume_reading()
+        except (OSError, RuntimeError, NotImplementedError):
+            self._transport.close()
+            return
+        asyncio.get_running_loop().call_later(LINGER_S, self._transport.close)
+
+    def finish(self) -> None:
+        """Close now (the client sent its EOF while lingering)."""
+        self._transport.close()
+
+
 class _GuardedProtocol(asyncio.Protocol):
     """Forwards every protocol event to aiohttp's handler, telling ReadDeadlines about each."""
 
     def __init__(self, inner: web.RequestHandler, deadlines: ReadDeadlines) -> None:
         self._inner = inner
         self._deadlines = deadlines
+        self._transport: _LingeringTransport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports quack like asyncio.Transport without subclassing it.
-        self._deadlines._opened(self._inner, cast(asyncio.Transport, transport))
-        self._inner.connection_made(transport)
+        real = cast(asyncio.Transport, transport)
+        self._transport = _LingeringTransport(real)
+        self._deadlines._opened(self._inner, real)
+        self._inner.connection_made(cast(asyncio.Transport, self._transport))
 
     def data_received(self, data: bytes) -> None:
+        if self._transport is not None and self._transport.lingering:
+            return  # answered and closing: drain, do not parse
         self._deadlines._data(self._inner)
         self._inner.data_received(data)
 
     def eof_received(self) -> bool | None:
+        if self._transport is not None and self._transport.lingering:
+            self._transport.finish()
+            return None
         self._inner.eof_received()
         return None  # aiohttp's handler keeps no half-open connection: close on EOF
 
