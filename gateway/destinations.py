@@ -33,6 +33,7 @@ from gateway.store import LocalStore
 
 log = structlog.get_logger("gateway")
 METRICS_INTERVAL_S = 2.0
+NEARLY_FULL = 0.9  # an upstream holding this share of buffer.max_bytes fails its health check
 DEADLETTER_DIR = "deadletter"
 
 
@@ -246,8 +247,14 @@ class Destinations:
                 and forwarder.retrying
             ):
                 health = "warn"
-            if self.full:
+            holding = status is not None and status.pending_records > 0
+            nearly_full = (
+                status is not None
+                and status.pending_bytes >= NEARLY_FULL * self.config.buffer.max_bytes
+            )
+            if (self.full and holding) or nearly_full:  # this upstream is what fills the buffer
                 health = "fail"
+                pending += "; buffer full" if self.full else "; buffer nearly full"
             checks.append(
                 {"name": name, "status": health, "message": forwarder.health_message + pending}
             )

@@ -366,3 +366,21 @@ async def test_query_is_proxied_to_the_upstream(
     )
     assert "p" not in request.query
     assert "Token up-secret" == request.headers["Authorization"]
+
+
+async def test_health_fails_for_the_upstream_filling_the_buffer(start: Any, tmp_path: Path) -> None:
+    """An upstream holding most of the buffer fails its check; a healthy mirror passes."""
+    async with FakeUpstream(default=Step(503)) as down, FakeUpstream() as up:
+        extra = '[buffer]\nmax_bytes = "4KiB"\nsegment_bytes = "1KiB"\n'
+        gw = await start(config_for(tmp_path, [("down", down.url, ""), ("up", up.url, "")], extra))
+        status = 204
+        written = 0
+        while status == 204 and written < 200:
+            status = await gw.write(lines(5, start=5 * written))
+            written += 1
+        await up.wait_for_lines(5 * (written - 1), timeout=5)
+        await asyncio.sleep(2.5)  # the buffer status refresh
+        checks = {c["name"]: c for c in (await (await gw.client.get("/health")).json())["checks"]}
+        assert "fail" == checks["down"]["status"]
+        assert "buffer" in checks["down"]["message"]
+        assert "pass" == checks["up"]["status"]
