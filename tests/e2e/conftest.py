@@ -9,8 +9,10 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -60,6 +62,22 @@ class RunningGateway:
         """Everything the process wrote on stderr so far."""
         return self.stderr_path.read_text(errors="replace")
 
+    def write(self, path: str, body: bytes) -> int:
+        """POST `body` to `path` with the admin token; the status (0: no answer)."""
+        request = urllib.request.Request(
+            self.url + path,
+            data=body,
+            headers={"Authorization": f"Token {self.token}"},
+            method="POST",
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                return int(response.status)
+        except urllib.error.HTTPError as e:
+            return e.code
+        except OSError:
+            return 0
+
 
 def start_gateway(tmp_path: Path, *extra: str) -> RunningGateway:
     """Start `influx-gateway run` on a free port and wait until /ready answers 200."""
@@ -95,13 +113,20 @@ def start_gateway(tmp_path: Path, *extra: str) -> RunningGateway:
     return RunningGateway(process, url, port, data_dir, token, stderr_path)
 
 
-@pytest.fixture(name="running_gateway")
-def fixture_running_gateway(tmp_path: Path) -> Iterator[RunningGateway]:
-    """A real gateway process on the embedded default (local store), stopped afterwards."""
-    gateway = start_gateway(tmp_path)
+@contextmanager
+def running(tmp_path: Path, *extra: str) -> Iterator[RunningGateway]:
+    """`start_gateway`, killed afterwards if it is still running."""
+    gateway = start_gateway(tmp_path, *extra)
     try:
         yield gateway
     finally:
         if gateway.process.poll() is None:
             gateway.process.kill()
             gateway.process.wait(timeout=10)
+
+
+@pytest.fixture(name="running_gateway")
+def fixture_running_gateway(tmp_path: Path) -> Iterator[RunningGateway]:
+    """A real gateway process on the embedded default (local store), stopped afterwards."""
+    with running(tmp_path) as gateway:
+        yield gateway

@@ -17,7 +17,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from tests.e2e.conftest import RunningGateway, cli, start_gateway
+from tests.e2e.conftest import RunningGateway, cli, running
 
 pytestmark = pytest.mark.slow
 
@@ -33,13 +33,8 @@ def fixture_gateway(tmp_path: Path) -> Iterator[RunningGateway]:
     config.write_text(
         f'[server]\nread_timeout = "{READ_TIMEOUT_S}s"\nmax_concurrent_requests = 2\n'
     )
-    gateway = start_gateway(tmp_path, "-c", str(config))
-    try:
+    with running(tmp_path, "-c", str(config)) as gateway:
         yield gateway
-    finally:
-        if gateway.process.poll() is None:
-            gateway.process.kill()
-            gateway.process.wait(timeout=10)
 
 
 def exported(gateway: RunningGateway) -> bytes:

@@ -10,14 +10,12 @@ from __future__ import annotations
 import errno
 import subprocess
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import RunningGateway, cli, start_gateway
+from tests.e2e.conftest import RunningGateway, cli, running, start_gateway
 
 pytestmark = pytest.mark.slow
 
@@ -45,28 +43,13 @@ def fixture_small_disk(tmp_path: Path) -> Iterator[Path]:
 @pytest.fixture(name="gateway")
 def fixture_gateway(small_disk: Path) -> Iterator[RunningGateway]:
     """A gateway whose data dir is on the small disk."""
-    gateway = start_gateway(small_disk)
-    try:
+    with running(small_disk) as gateway:
         yield gateway
-    finally:
-        if gateway.process.poll() is None:
-            gateway.process.kill()
-            gateway.process.wait(timeout=10)
 
 
 def post(gateway: RunningGateway, database: str, body: bytes) -> int:
     """A v2 write; its status."""
-    request = urllib.request.Request(
-        f"{gateway.url}/api/v2/write?bucket={database}",
-        data=body,
-        headers={"Authorization": f"Token {gateway.token}"},
-        method="POST",
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return int(response.status)
-    except urllib.error.HTTPError as e:
-        return e.code
+    return gateway.write(f"/api/v2/write?bucket={database}", body)
 
 
 def fill(path: Path) -> None:

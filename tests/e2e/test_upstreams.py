@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -124,7 +122,7 @@ def test_upstream_down_then_back_loses_nothing(tmp_path: Path) -> None:
     try:
         for i in range(20):
             body = f"mem,host=a used={i}i {T0 + i * 10**9}\n".encode()
-            assert 204 == post(gateway, "/api/v2/write?bucket=telegraf", body)
+            assert 204 == gateway.write("/api/v2/write?bucket=telegraf", body)
         status = cli(
             "buffer", "status", "--json", "-c", str(config), "--data-dir", str(gateway.data_dir)
         )
@@ -138,23 +136,6 @@ def test_upstream_down_then_back_loses_nothing(tmp_path: Path) -> None:
             assert list(range(20)) == used
     finally:
         gateway.stop()
-
-
-def post(gateway: RunningGateway, path: str, body: bytes) -> int:
-    """POST a write with the admin token; the status."""
-    request = urllib.request.Request(
-        gateway.url + path,
-        data=body,
-        headers={"Authorization": f"Token {gateway.token}"},
-        method="POST",
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return int(response.status)
-    except urllib.error.HTTPError as e:
-        return e.code
-    except OSError:
-        return 0
 
 
 def test_kill_9_under_load_delivers_every_acknowledged_line(
@@ -173,7 +154,7 @@ def test_kill_9_under_load_delivers_every_acknowledged_line(
         while not stop.is_set() and n < 2000:
             ids = [worker * 1_000_000 + n * 10 + k for k in range(10)]
             body = "".join(f"load,w={worker} id={i}i {T0 + i} \n" for i in ids).encode()
-            if post(gateway, "/api/v2/write?bucket=telegraf", body) == 204:
+            if gateway.write("/api/v2/write?bucket=telegraf", body) == 204:
                 with lock:
                     acknowledged.extend(ids)
             n += 1
@@ -213,8 +194,8 @@ def test_sigterm_drains_the_buffer_and_exits_0(tmp_path: Path, influx: RealServe
     )
     gateway = gateway_with(tmp_path, config)
     for i in range(10):
-        assert 204 == post(
-            gateway, "/api/v2/write?bucket=telegraf", f"drain v={i}i {T0 + i}\n".encode()
+        assert 204 == gateway.write(
+            "/api/v2/write?bucket=telegraf", f"drain v={i}i {T0 + i}\n".encode()
         )
     assert 0 == gateway.stop()
     assert 10 == len(influxdb1_points(influx, "telegraf", "drain"))
