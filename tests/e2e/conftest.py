@@ -6,6 +6,7 @@ import os
 import re
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -79,8 +80,9 @@ class RunningGateway:
             return 0
 
 
-def start_gateway(tmp_path: Path, *extra: str) -> RunningGateway:
-    """Start `influx-gateway run` on a free port and wait until /ready answers 200."""
+def start_gateway(tmp_path: Path, *extra: str, tls: ssl.SSLContext | None = None) -> RunningGateway:
+    """Start `influx-gateway run` on a free port and wait until /ready answers 200 (over HTTPS,
+    trusting `tls`, when the gateway serves TLS)."""
     port = free_port()
     data_dir = tmp_path / "data"
     stderr_path = tmp_path / f"gateway-{port}.stderr"
@@ -92,7 +94,7 @@ def start_gateway(tmp_path: Path, *extra: str) -> RunningGateway:
         process = subprocess.Popen(
             command, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=stderr, env=env
         )
-    url = f"http://127.0.0.1:{port}"
+    url = f"{'https' if tls else 'http'}://127.0.0.1:{port}"
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         if process.poll() is not None:
@@ -100,7 +102,7 @@ def start_gateway(tmp_path: Path, *extra: str) -> RunningGateway:
                 f"gateway exited with {process.returncode}: {stderr_path.read_text()}"
             )
         try:
-            with urllib.request.urlopen(f"{url}/ready", timeout=1) as response:
+            with urllib.request.urlopen(f"{url}/ready", timeout=1, context=tls) as response:
                 if response.status == 200:
                     break
         except OSError:
@@ -114,9 +116,11 @@ def start_gateway(tmp_path: Path, *extra: str) -> RunningGateway:
 
 
 @contextmanager
-def running(tmp_path: Path, *extra: str) -> Iterator[RunningGateway]:
+def running(
+    tmp_path: Path, *extra: str, tls: ssl.SSLContext | None = None
+) -> Iterator[RunningGateway]:
     """`start_gateway`, killed afterwards if it is still running."""
-    gateway = start_gateway(tmp_path, *extra)
+    gateway = start_gateway(tmp_path, *extra, tls=tls)
     try:
         yield gateway
     finally:

@@ -5,11 +5,9 @@ HTTPS upstream."""
 from __future__ import annotations
 
 import asyncio
-import os
 import shutil
 import ssl
 import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -21,7 +19,7 @@ from aiohttp import web
 
 from gateway.config import UpstreamConfig
 from gateway.forward.upstream import UpstreamClient
-from tests.e2e.conftest import TOKEN_RE, cli, free_port
+from tests.e2e.conftest import RunningGateway, cli, free_port, running, start_gateway
 
 pytestmark = pytest.mark.slow
 
@@ -69,60 +67,21 @@ def fixture_certificate(tmp_path: Path) -> Certificate:
     return Certificate(cert, key)
 
 
-@dataclass
-class Process:
-    """A running gateway and where to reach it."""
-
-    process: subprocess.Popen[bytes]
-    url: str
-    data_dir: Path
-    token: str
-    stderr_path: Path
-
-
-def start(tmp_path: Path, config_text: str, ready_url_context: ssl.SSLContext | None) -> Process:
-    """Start `influx-gateway run -c` with `config_text`; wait for /ready (over TLS when given)."""
-    import urllib.request
-
-    port = free_port()
-    config = tmp_path / "gw.toml"
-    config.write_text(config_text)
-    data_dir = tmp_path / "data"
-    stderr_path = tmp_path / "gateway.stderr"
-    scheme = "https" if ready_url_context is not None else "http"
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    command = [sys.executable, "-m", "gateway", "run", "-c", str(config)]
-    command += ["--listen", f"127.0.0.1:{port}", "--data-dir", str(data_dir)]
-    with stderr_path.open("wb") as stderr:
-        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=stderr, env=env)
-    url = f"{scheme}://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"gateway exited: {stderr_path.read_text()}")
-        try:
-            with urllib.request.urlopen(f"{url}/ready", timeout=1, context=ready_url_context):
-                break
-        except OSError:
-            time.sleep(0.05)
-    else:
-        process.kill()
-        raise RuntimeError(f"gateway not ready: {stderr_path.read_text()}")
-    found = TOKEN_RE.search(stderr_path.read_text())
-    return Process(process, url, data_dir, found.group(1) if found else "", stderr_path)
+def config_file(tmp_path: Path, text: str) -> str:
+    """Write a gateway config; its path."""
+    path = tmp_path / "gw.toml"
+    path.write_text(text)
+    return str(path)
 
 
 @pytest.fixture(name="tls_gateway")
-def fixture_tls_gateway(tmp_path: Path, certificate: Certificate) -> Iterator[Process]:
+def fixture_tls_gateway(tmp_path: Path, certificate: Certificate) -> Iterator[RunningGateway]:
     """A gateway serving HTTPS with the test certificate."""
-    gateway = start(
-        tmp_path,
-        f'[server]\ntls_cert = "{certificate.cert}"\ntls_key = "{certificate.key}"\n',
-        certificate.client_context(),
-    )
-    yield gateway
-    gateway.process.kill()
-    gateway.process.wait(timeout=10)
+    text = f'[server]\ntls_cert = "{certificate.cert}"\ntls_key = "{certificate.key}"\n'
+    with running(
+        tmp_path, "-c", config_file(tmp_path, text), tls=certificate.client_context()
+    ) as gateway:
+        yield gateway
 
 
 async def post(
@@ -141,7 +100,7 @@ async def post(
         return response.status, await response.read()
 
 
-async def test_write_over_https(tls_gateway: Process, certificate: Certificate) -> None:
+async def test_write_over_https(tls_gateway: RunningGateway, certificate: Certificate) -> None:
     """With tls_cert/tls_key the listener speaks HTTPS: a write verified against the cert is
     stored."""
     status, _ = await post(tls_gateway.url, tls_gateway.token, LINE, certificate.client_context())
@@ -152,7 +111,7 @@ async def test_write_over_https(tls_gateway: Process, certificate: Certificate) 
 
 
 async def test_plain_http_to_the_tls_port_is_refused(
-    tls_gateway: Process, certificate: Certificate
+    tls_gateway: RunningGateway, certificate: Certificate
 ) -> None:
     """A plain-HTTP client on the TLS port gets no answer, and HTTPS still works afterwards."""
     plain = tls_gateway.url.replace("https://", "http://")
@@ -162,7 +121,7 @@ async def test_plain_http_to_the_tls_port_is_refused(
     assert 204 == status
 
 
-async def test_untrusted_client_cannot_complete_the_handshake(tls_gateway: Process) -> None:
+async def test_untrusted_client_cannot_complete_the_handshake(tls_gateway: RunningGateway) -> None:
     """A client that verifies against the system CAs refuses the self-signed listener."""
     with pytest.raises(aiohttp.ClientConnectorCertificateError):
         await post(tls_gateway.url, tls_gateway.token, LINE, True)
@@ -235,13 +194,11 @@ async def test_gateway_forwards_over_https_with_ca_file(
     tmp_path: Path, sink: HttpsSink, certificate: Certificate
 ) -> None:
     """The real process forwards an accepted write to the HTTPS upstream trusted via ca_file."""
-    gateway = await asyncio.to_thread(
-        start,
-        tmp_path,
+    text = (
         f'[[upstreams]]\nname = "up"\nurl = "{sink.url}"\napi = "v2"\n'
-        f'ca_file = "{certificate.cert}"\nflush_interval = "100ms"\n',
-        None,
+        f'ca_file = "{certificate.cert}"\nflush_interval = "100ms"\n'
     )
+    gateway = await asyncio.to_thread(start_gateway, tmp_path, "-c", config_file(tmp_path, text))
     try:
         status, _ = await post(gateway.url, gateway.token, LINE, False)
         async with asyncio.timeout(10):
