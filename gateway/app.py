@@ -69,7 +69,6 @@ def create_app(
         policy=policy,
         router=router,
         time_policy=TimePolicy(config.precision),
-        sink=destinations,
         destinations=destinations,
         clock=clock,
         version=__version__,

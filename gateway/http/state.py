@@ -5,23 +5,15 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Protocol
 
 from aiohttp import web
 
 from gateway.auth.policy import Policy
-from gateway.buffer.record import Record
 from gateway.config import Config
 from gateway.destinations import Destinations
 from gateway.observability import Metrics
 from gateway.routing import Router
 from gateway.timepolicy import TimePolicy
-
-
-class WriteSink(Protocol):
-    """Where accepted writes go; `append` returns once the record is durable."""
-
-    async def append(self, record: Record) -> None: ...
 
 
 @dataclass
@@ -33,8 +25,7 @@ class GatewayState:
     policy: Policy
     router: Router
     time_policy: TimePolicy
-    sink: WriteSink
-    destinations: Destinations
+    destinations: Destinations  # where accepted writes go; append() returns once durable
     clock: Callable[[], int]  # nanoseconds since the epoch
     version: str
     ready: bool = False

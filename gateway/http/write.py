@@ -258,7 +258,7 @@ async def _process(request: web.Request, api: Api) -> web.Response:
             raise _line_errors(result, stored=True)
         return web.Response(status=204)
     try:
-        await state.sink.append(record)
+        await state.destinations.append(record)
     except StorageError as e:
         log.lines_accepted = 0
         if identity.rate_limit is not None:

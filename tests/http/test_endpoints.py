@@ -143,13 +143,13 @@ async def test_request_ids_are_carried_into_related_log_lines(gateway: Any) -> N
 
     client = await gateway()
     state = state_of(client)
-    original = state.sink.append
+    original = state.destinations.append
 
     async def logging_append(record: Any) -> None:
         structlog.get_logger("test").info("inside the write")
         await original(record)
 
-    state.sink.append = logging_append  # type: ignore[method-assign]
+    state.destinations.append = logging_append  # type: ignore[method-assign]
     with structlog.testing.capture_logs(
         processors=[structlog.contextvars.merge_contextvars]
     ) as logs:

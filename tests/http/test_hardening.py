@@ -189,13 +189,13 @@ async def test_concurrent_requests_above_limit(gateway: Any) -> None:
     await baseline(client)
     state = state_of(client)
     release = asyncio.Event()
-    original = state.sink.append
+    original = state.destinations.append
 
     async def held(record: Any) -> None:
         await release.wait()
         await original(record)
 
-    state.sink.append = held  # type: ignore[method-assign]
+    state.destinations.append = held  # type: ignore[method-assign]
     first = asyncio.create_task(client.post(V2, data=HEALTHY, headers=auth(WRITER)))
     while state.in_flight == 0:
         await asyncio.sleep(0.001)
@@ -206,7 +206,7 @@ async def test_concurrent_requests_above_limit(gateway: Any) -> None:
         refused.headers.get("Retry-After"),
         (await first).status,
     )
-    state.sink.append = original  # type: ignore[method-assign]
+    state.destinations.append = original  # type: ignore[method-assign]
     assert BASELINE + HEALTHY == exported(client, "mydb")
 
 

@@ -186,14 +186,14 @@ async def test_lines_of_a_failed_append_are_refunded(start: Start) -> None:
     """A write refused by storage (503) costs nothing: the same lines pass once it is back."""
     client, _ = await start()
     state = state_of(client)
-    original = state.sink.append
+    original = state.destinations.append
 
     async def full(record: object) -> None:
         raise StorageFullError("no space left on device")
 
-    state.sink.append = full  # type: ignore[method-assign]
+    state.destinations.append = full  # type: ignore[method-assign]
     refused = await client.post(V2, data=lines(RATE), headers=auth(LIMITED))
-    state.sink.append = original  # type: ignore[method-assign]
+    state.destinations.append = original  # type: ignore[method-assign]
     retried = await client.post(V2, data=lines(RATE), headers=auth(LIMITED))
     assert (503, 204) == (refused.status, retried.status)
 

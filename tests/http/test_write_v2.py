@@ -362,7 +362,7 @@ async def test_storage_full_is_503_with_retry_after(gateway: Any) -> None:
     async def full(record: object) -> None:
         raise StorageFullError("no space left on device")
 
-    state_of(client).sink.append = full  # type: ignore[method-assign]
+    state_of(client).destinations.append = full  # type: ignore[method-assign]
     response = await client.post(
         "/api/v2/write?bucket=mydb", data=f"cpu v=1 {T}", headers=auth(WRITER)
     )
@@ -378,7 +378,7 @@ async def test_internal_error_never_leaks(gateway: Any) -> None:
     async def broken(record: object) -> None:
         raise RuntimeError("secret internals")
 
-    state_of(client).sink.append = broken  # type: ignore[method-assign]
+    state_of(client).destinations.append = broken  # type: ignore[method-assign]
     response = await client.post(
         "/api/v2/write?bucket=mydb", data=f"cpu v=1 {T}", headers=auth(WRITER)
     )
@@ -391,13 +391,13 @@ async def test_concurrency_limit(gateway: Any) -> None:
     client = await gateway(max_concurrent_requests=1)
     release = asyncio.Event()
     state = state_of(client)
-    original = state.sink.append
+    original = state.destinations.append
 
     async def slow(record: Any) -> None:
         await release.wait()
         await original(record)
 
-    state.sink.append = slow  # type: ignore[method-assign]
+    state.destinations.append = slow  # type: ignore[method-assign]
     first = asyncio.create_task(
         client.post("/api/v2/write?bucket=mydb", data=f"cpu v=1 {T}", headers=auth(WRITER))
     )
