@@ -19,6 +19,7 @@ from pathlib import Path
 import structlog
 from aiohttp import web
 
+from gateway.allocator import tune_allocator
 from gateway.app import POLICY_WATCHER, create_app
 from gateway.auth.policyfile import create_default_policy, load_policy
 from gateway.config import Config, validate
@@ -50,6 +51,7 @@ def serve(config: Config, *, listen: str | None = None, workers: int | None = No
     configure_logging(config.log.level, config.log.format)
     _prepare_data_dir(config.data_path)
     _ensure_policy(config)
+    tune_allocator()
     try:
         import uvloop  # optional [fast] extra
     except ImportError:
