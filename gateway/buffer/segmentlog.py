@@ -45,6 +45,7 @@ from gateway.buffer.segmentwriter import (
     SegmentWriter,
     Syscalls,
 )
+from gateway.buffer.tailcache import Limits, TailCache
 from gateway.errors import CorruptRecordError, StorageError
 
 __all__ = [
@@ -77,6 +78,7 @@ class SegmentLog:
         read_only: bool = False,
         executor: Executor | None = None,
         syscalls: Syscalls | None = None,
+        tail_cache_bytes: int = 0,
     ) -> None:
         self._directory = directory
         self._fsync_mode: FsyncMode = fsync
@@ -90,6 +92,8 @@ class SegmentLog:
             fsync_mode=fsync,
             syscalls=syscalls or Syscalls(),
         )
+        self.tail = TailCache(tail_cache_bytes) if tail_cache_bytes and not read_only else None
+        self._writer.tail = self.tail
         self._state: Literal["new", "open", "closing", "closed"] = "new"
         self._pending: list[_Append] = []
         self._flusher: asyncio.Task[None] | None = None
@@ -249,6 +253,18 @@ class SegmentLog:
                     raise CorruptRecordError(f"{path}: invalid record at offset {end.offset}")
             finally:
                 os.close(fd)
+
+    def read_cached(self, start: Position, limits: Limits) -> list[tuple[Position, Record]] | None:
+        """What `read` would yield from `start`, up to `limits`, if the tail cache holds it.
+
+        None when it does not (the caller reads the files). Never blocks on the disk.
+        """
+        if self.tail is None or not self._writing:
+            return None
+        found = self.tail.read(start, limits)
+        if found == [] and start != self._writer.end:  # a safety net: trust the files
+            return None
+        return found
 
     def segment_summary(self, segment_id: int) -> SegmentSummary:
         """Size, counts and time range of one segment (from memory or its sidecar, else a scan)."""

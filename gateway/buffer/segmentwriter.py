@@ -16,7 +16,7 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from gateway.buffer.record import Record, encode
 from gateway.buffer.segmentfile import (
@@ -31,6 +31,9 @@ from gateway.buffer.segmentfile import (
     write_atomic,
 )
 from gateway.errors import StorageError
+
+if TYPE_CHECKING:
+    from gateway.buffer.tailcache import TailCache
 
 FsyncMode = Literal["always", "interval", "never"]
 _IOV_MAX = 1024  # Linux's limit of buffers per pwritev; larger batches take several calls
@@ -90,6 +93,7 @@ class SegmentWriter:
         self._truncate_pending = False  # a failed write left bytes past _size
         self._dir_sync_pending = False  # a created segment is not yet durable in the directory
         self.dirty = False  # written but not fsynced ("interval" / "never")
+        self.tail: TailCache | None = None  # every durable record is added to it
 
     @property
     def end(self) -> Position:
@@ -144,6 +148,7 @@ class SegmentWriter:
                 return [storage_error(e, f"cannot write to {self._directory}") for _ in batches]
             frames: list[bytes | memoryview] = []
             written: list[Record] = []
+            sizes: list[int] = []
             ends: list[int | ValueError] = []
             total = 0
             for records in batches:
@@ -154,6 +159,7 @@ class SegmentWriter:
                     continue
                 frames.extend(encoded)
                 written.extend(records)
+                sizes.extend(map(len, encoded))
                 total += sum(map(len, encoded))
                 ends.append(total)
             start = self._size
@@ -168,6 +174,8 @@ class SegmentWriter:
                     for end in ends
                 ]
             summary = self._summary.plus(written, start + total)
+            if self.tail is not None and written:
+                self.tail.add(_placed(self._active, start, sizes, written))
             with self._meta_lock:
                 self._size, self._summary = start + total, summary
             self.dirty = self.dirty or (bool(frames) and self._fsync_mode != "always")
@@ -297,3 +305,14 @@ class SegmentWriter:
         except OSError as e:
             raise storage_error(e, f"cannot delete segments in {self._directory}") from e
         return freed
+
+
+def _placed(
+    segment: int, offset: int, sizes: list[int], records: list[Record]
+) -> list[tuple[Position, Position, Record]]:
+    """(start, end, record) of records written back to back from `offset`."""
+    out = []
+    for size, record in zip(sizes, records, strict=True):
+        out.append((Position(segment, offset), Position(segment, offset + size), record))
+        offset += size
+    return out

@@ -27,11 +27,15 @@ from gateway.buffer.cursor import (
 )
 from gateway.buffer.record import Record
 from gateway.buffer.segmentlog import FsyncMode, Position, RecoveryReport, SegmentLog
+from gateway.buffer.tailcache import Limits
 from gateway.errors import StorageFullError
 
 log = structlog.get_logger("gateway.buffer")
 LOG_DIR = "log"
 CURSOR_DIR = "cursors"
+# The newest records stay in memory too (tailcache.py): consumers that keep up never read them
+# back from disk. Bounded, and released as soon as every consumer has passed them.
+TAIL_CACHE_BYTES = 32 * 2**20
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +77,7 @@ class WriteAheadLog:
         fsync: FsyncMode = "always",
         fsync_interval: float = 1.0,
         segment_bytes: int = 64 * 2**20,
+        tail_cache_bytes: int = TAIL_CACHE_BYTES,
         read_only: bool = False,
         clock: Callable[[], int] = time.time_ns,
     ) -> None:
@@ -90,6 +95,7 @@ class WriteAheadLog:
             fsync_interval=fsync_interval,
             read_only=read_only,
             executor=None if read_only else self._executor,
+            tail_cache_bytes=tail_cache_bytes,
         )
         self._cursors: dict[str, Cursor] = {}
         self._wakeups: dict[str, asyncio.Event] = {}
@@ -196,7 +202,10 @@ class WriteAheadLog:
     async def read_async(
         self, start: Position, *, max_records: int, max_lines: int, max_bytes: int
     ) -> list[tuple[Position, Record]]:
-        """`read` in a worker thread."""
+        """`read`: from the tail cache when it holds `start`, else in a worker thread."""
+        cached = self.log.read_cached(start, Limits(max_records, max_lines, max_bytes))
+        if cached is not None:
+            return cached
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(
             self._executor,
@@ -216,7 +225,10 @@ class WriteAheadLog:
 
     def _persist(self, name: str, cursor: Cursor) -> None:
         store_cursor(self._cursor_dir, name, cursor)
-        lowest = min(c.position.segment for c in self._cursors.values())
+        slowest = min(c.position for c in self._cursors.values())
+        if self.log.tail is not None:
+            self.log.tail.release(slowest)
+        lowest = slowest.segment
         if lowest > self._oldest_segment():
             self.log.delete_segments_before(lowest)
 

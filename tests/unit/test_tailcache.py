@@ -1,0 +1,102 @@
+"""The in-memory tail of the log: lookup by cursor position, limits, eviction, release."""
+
+from __future__ import annotations
+
+from gateway.buffer.record import Record
+from gateway.buffer.segmentwriter import Position
+from gateway.buffer.tailcache import Limits, TailCache
+
+T = 1_700_000_000 * 10**9
+ALL = Limits(10**6, 10**9, 2**40)
+
+
+def rec(i: int, lines: int = 1, size: int = 10) -> Record:
+    payload = (b"m v=%di\n" % i).ljust(size, b"x")
+    return Record("db", "ns", T, "tok", lines, T, T, payload)
+
+
+def placed(segment: int, offset: int, *records: Record, frame: int = 100):
+    """(start, end, record) for records written back to back, `frame` bytes each."""
+    out = []
+    for r in records:
+        out.append((Position(segment, offset), Position(segment, offset + frame), r))
+        offset += frame
+    return out
+
+
+def payloads(found):
+    return [r.payload for _, r in found]
+
+
+def test_read_from_any_record_start_to_the_newest() -> None:
+    cache = TailCache(2**20)
+    cache.add(placed(1, 0, rec(0), rec(1), rec(2)))
+    assert payloads(cache.read(Position(1, 100), ALL)) == [rec(1).payload, rec(2).payload]
+    assert [end for end, _ in cache.read(Position(1, 0), ALL)] == [
+        Position(1, 100),
+        Position(1, 200),
+        Position(1, 300),
+    ]
+
+
+def test_a_cursor_at_the_newest_end_gets_nothing_and_elsewhere_misses() -> None:
+    cache = TailCache(2**20)
+    assert cache.read(Position(1, 0), ALL) is None  # empty: unknown
+    cache.add(placed(1, 0, rec(0)))
+    assert cache.read(Position(1, 100), ALL) == []
+    assert cache.read(Position(1, 50), ALL) is None  # not a record boundary it knows
+    assert cache.read(Position(0, 0), ALL) is None
+
+
+def test_the_first_record_of_a_new_segment_is_found_from_the_previous_end() -> None:
+    cache = TailCache(2**20)
+    cache.add(placed(1, 0, rec(0)))
+    cache.add(placed(2, 0, rec(1)))  # the writer rolled to segment 2
+    assert payloads(cache.read(Position(1, 100), ALL)) == [rec(1).payload]
+    assert payloads(cache.read(Position(2, 0), ALL)) == [rec(1).payload]
+
+
+def test_limits_return_at_least_one_and_stop_at_the_first_reached() -> None:
+    cache = TailCache(2**20)
+    cache.add(placed(1, 0, rec(0, lines=5, size=10), rec(1, lines=5, size=10), rec(2)))
+    assert len(cache.read(Position(1, 0), Limits(2, 10**9, 2**40))) == 2
+    assert len(cache.read(Position(1, 0), Limits(10, 5, 2**40))) == 1
+    assert len(cache.read(Position(1, 0), Limits(10, 6, 2**40))) == 2
+    assert len(cache.read(Position(1, 0), Limits(10, 10**9, 1))) == 1
+
+
+def test_bounded_by_payload_bytes_oldest_first() -> None:
+    cache = TailCache(25)
+    cache.add(placed(1, 0, rec(0), rec(1), rec(2)))  # 30 bytes of payload
+    assert cache.size_bytes == 20 and len(cache) == 2
+    assert cache.read(Position(1, 0), ALL) is None
+    assert payloads(cache.read(Position(1, 100), ALL)) == [rec(1).payload, rec(2).payload]
+
+
+def test_release_forgets_what_every_consumer_passed_but_still_knows_the_end() -> None:
+    cache = TailCache(2**20)
+    cache.add(placed(1, 0, rec(0), rec(1)))
+    cache.release(Position(1, 100))
+    assert cache.read(Position(1, 0), ALL) is None
+    assert payloads(cache.read(Position(1, 100), ALL)) == [rec(1).payload]
+    cache.release(Position(1, 200))
+    assert len(cache) == 0 and cache.size_bytes == 0
+    assert cache.read(Position(1, 200), ALL) == []  # caught up: nothing newer anywhere
+    cache.add(placed(1, 200, rec(2)))
+    assert payloads(cache.read(Position(1, 200), ALL)) == [rec(2).payload]
+
+
+def test_going_backwards_restarts_the_tail() -> None:
+    cache = TailCache(2**20)
+    cache.add(placed(1, 0, rec(0), rec(1)))
+    cache.add(placed(1, 100, rec(9)))  # cannot happen with one writer; never serve stale data
+    assert cache.read(Position(1, 0), ALL) is None
+    assert payloads(cache.read(Position(1, 100), ALL)) == [rec(9).payload]
+
+
+def test_clear() -> None:
+    cache = TailCache(2**20)
+    cache.add(placed(1, 0, rec(0)))
+    cache.clear()
+    assert cache.read(Position(1, 0), ALL) is None
+    assert cache.read(Position(1, 100), ALL) is None
