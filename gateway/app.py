@@ -84,7 +84,7 @@ def create_app(
         },
     )
     app[STATE] = state
-    rate_limiter = RateLimiter()
+    rate_limiter = RateLimiter(config.server.workers)
     app[RATE_LIMITER] = rate_limiter
 
     def apply_policy(new: Policy) -> None:

@@ -304,14 +304,21 @@ def store_group() -> None:
 
 
 def _open_store(config: Config) -> Any:
+    """The local store of every worker shard, read as one."""
     from gateway.store import LocalStore
+    from gateway.store.shards import StoreShards
 
-    store = LocalStore(config.store_path, retention_ns=None, read_only=True)
-    try:
-        store.open()
-    except StorageError as e:
-        fail(str(e))
-    return store
+    stores = []
+    for shard in config.shards():
+        if shard.worker and not shard.store_path.is_dir():
+            continue
+        store = LocalStore(shard.store_path, retention_ns=None, read_only=True)
+        try:
+            store.open()
+        except StorageError as e:
+            fail(str(e))
+        stores.append(store)
+    return StoreShards(stores)
 
 
 @store_group.command("stats")
@@ -409,30 +416,38 @@ def buffer_status(as_json: bool, config_file: str | None, data_dir: str | None) 
 
     config = load(config_file, data_dir)
     now = time.time_ns()
-    rows = []
-    wal = build_wal(config, read_only=True) if config.upstreams else None
+    names = [up.name for up in config.upstreams]
+    if config.upstreams and config.store_enabled:
+        names.append(STORE_CONSUMER)
+    rows: list[dict[str, Any]] = [
+        {
+            "upstream": "store" if name == STORE_CONSUMER else name,
+            "pending_records": 0,
+            "pending_bytes": 0,
+            "oldest_pending_age_seconds": None,
+            "deadletter_entries": 0,
+            "deadletter_lines": 0,
+        }
+        for name in names
+    ]
     try:
-        if wal is not None:
+        for shard in config.shards() if config.upstreams else []:
+            if shard.worker and not shard.buffer_path.is_dir():
+                continue
+            wal = build_wal(shard, read_only=True)
             wal.open()
-        for name in [up.name for up in config.upstreams] + (
-            [STORE_CONSUMER] if wal is not None and config.store_enabled else []
-        ):
-            assert wal is not None
-            status = wal.status(name)
-            age = None
-            if status.oldest_pending_ns is not None:
-                age = max(0.0, (now - status.oldest_pending_ns) / 1e9)
-            letters = deadletter.list_letters(deadletter_dir(config), name)
-            rows.append(
-                {
-                    "upstream": "store" if name == STORE_CONSUMER else name,
-                    "pending_records": status.pending_records,
-                    "pending_bytes": status.pending_bytes,
-                    "oldest_pending_age_seconds": None if age is None else round(age, 3),
-                    "deadletter_entries": len(letters),
-                    "deadletter_lines": sum(x.lines for x in letters),
-                }
-            )
+            for name, row in zip(names, rows, strict=True):
+                status = wal.status(name)
+                letters = deadletter.list_letters(deadletter_dir(shard), name)
+                row["pending_records"] += status.pending_records
+                row["pending_bytes"] += status.pending_bytes
+                if status.oldest_pending_ns is not None:
+                    age = round(max(0.0, (now - status.oldest_pending_ns) / 1e9), 3)
+                    row["oldest_pending_age_seconds"] = max(
+                        age, row["oldest_pending_age_seconds"] or 0.0
+                    )
+                row["deadletter_entries"] += len(letters)
+                row["deadletter_lines"] += sum(x.lines for x in letters)
     except StorageError as e:
         fail(str(e), 1)
     health = _live_health(config)
@@ -528,7 +543,12 @@ def deadletter_list(
     config = load(config_file, data_dir)
     _known_upstream(config, upstream)
     try:
-        letters = deadletter.list_letters(deadletter_dir(config), upstream)
+        letters = [
+            letter
+            for shard in config.shards()
+            for letter in deadletter.list_letters(deadletter_dir(shard), upstream)
+        ]
+        letters.sort(key=lambda x: x.time)
     except StorageError as e:
         fail(str(e), 1)
     if as_json:
@@ -554,7 +574,9 @@ def deadletter_replay(upstream: str | None, config_file: str | None, data_dir: s
     config = load(config_file, data_dir)
     _known_upstream(config, upstream)
     try:
-        count = deadletter.queue_replay(deadletter_dir(config), upstream)
+        count = sum(
+            deadletter.queue_replay(deadletter_dir(shard), upstream) for shard in config.shards()
+        )
     except StorageError as e:
         fail(str(e), 1)
     click.echo(f"queued {count} dead letter(s) for replay", err=True)
@@ -571,7 +593,7 @@ def deadletter_purge(upstream: str | None, config_file: str | None, data_dir: st
     config = load(config_file, data_dir)
     _known_upstream(config, upstream)
     try:
-        count = deadletter.purge(deadletter_dir(config), upstream)
+        count = sum(deadletter.purge(deadletter_dir(shard), upstream) for shard in config.shards())
     except StorageError as e:
         fail(str(e), 1)
     click.echo(f"purged {count} dead letter(s)", err=True)

@@ -151,6 +151,9 @@ class Config:
     # Where the file came from (None: built-in defaults); relative paths resolve against it.
     source: str | None = None
     base_dir: str = "."
+    # Which worker's data shard this is (`run --workers N`): 0 is the data dir's own buffer,
+    # store and dead letters; worker K > 0 keeps its own beside them, named `<dir>.worker-K`.
+    worker: int = 0
 
     @property
     def data_path(self) -> Path:
@@ -166,13 +169,36 @@ class Config:
 
     @property
     def buffer_path(self) -> Path:
-        """The write-ahead buffer directory."""
-        return _under(self.data_path, self.buffer.dir)
+        """The write-ahead buffer directory (of this worker's shard)."""
+        return self._shard(_under(self.data_path, self.buffer.dir))
 
     @property
     def store_path(self) -> Path:
-        """The local store directory."""
-        return _under(self.data_path, self.store.dir)
+        """The local store directory (of this worker's shard)."""
+        return self._shard(_under(self.data_path, self.store.dir))
+
+    @property
+    def deadletter_path(self) -> Path:
+        """The dead-letter directory (of this worker's shard)."""
+        return self._shard(self.data_path / "deadletter")
+
+    def _shard(self, path: Path) -> Path:
+        return path if self.worker == 0 else path.with_name(f"{path.name}.worker-{self.worker}")
+
+    def for_worker(self, worker: int) -> Config:
+        """The same configuration, on worker `worker`'s data shard."""
+        return dataclasses.replace(self, worker=worker)
+
+    def shards(self) -> list[Config]:
+        """This config on every data shard that exists: 0, then each `*.worker-K` found."""
+        base = self.for_worker(0)
+        found: set[int] = set()
+        for path in (base.buffer_path, base.store_path, base.deadletter_path):
+            for sibling in path.parent.glob(f"{path.name}.worker-*"):
+                suffix = sibling.name.rsplit("-", 1)[1]
+                if suffix.isdigit() and int(suffix) > 0 and sibling.is_dir():
+                    found.add(int(suffix))
+        return [base] + [base.for_worker(k) for k in sorted(found)]
 
     @property
     def store_enabled(self) -> bool:
@@ -336,7 +362,7 @@ def _convert(tp: Any, value: object, key: str, env: Mapping[str, str]) -> object
     raise TypeError(f"unsupported config type {tp!r}")  # pragma: no cover - a bug in this module
 
 
-_INTERNAL_FIELDS = {"source", "base_dir"}
+_INTERNAL_FIELDS = {"source", "base_dir", "worker"}
 
 
 def _build(cls: Any, table: dict[str, Any], prefix: str, env: Mapping[str, str]) -> Any:

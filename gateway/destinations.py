@@ -21,7 +21,7 @@ import structlog
 
 from gateway.buffer.record import Record
 from gateway.buffer.segmentlog import RecoveryReport
-from gateway.buffer.wal import Consumer, ConsumerStatus, Dropped, WriteAheadLog
+from gateway.buffer.wal import TAIL_CACHE_BYTES, Consumer, ConsumerStatus, Dropped, WriteAheadLog
 from gateway.config import Config
 from gateway.errors import StorageFullError
 from gateway.forward.forwarder import Forwarder
@@ -39,7 +39,7 @@ DEADLETTER_DIR = "deadletter"
 
 def deadletter_dir(config: Config) -> Path:
     """Where dead letters are kept."""
-    return config.data_path / DEADLETTER_DIR
+    return config.deadletter_path
 
 
 def wal_consumers(config: Config) -> list[Consumer]:
@@ -59,6 +59,8 @@ def build_wal(config: Config, *, read_only: bool = False) -> WriteAheadLog:
         fsync=config.buffer.fsync,
         fsync_interval=config.buffer.fsync_interval,
         segment_bytes=config.buffer.segment_bytes,
+        # The memory budget is the gateway's: with N workers each keeps 1/N of it.
+        tail_cache_bytes=TAIL_CACHE_BYTES // config.server.workers,
         read_only=read_only,
     )
 
@@ -167,10 +169,10 @@ class Destinations:
         """Give the loops up to `drain_timeout` to deliver what is pending, then stop them."""
         if self.wal is not None:
             deadline = time.monotonic() + drain_timeout
-            pending = await self._pending_records()
+            pending = await self.pending_records()
             while pending and time.monotonic() < deadline:
                 await asyncio.sleep(0.1)
-                pending = await self._pending_records()
+                pending = await self.pending_records()
             if pending:
                 log.warning(
                     "drain time over: pending records stay buffered for the next start",
@@ -209,7 +211,8 @@ class Destinations:
         self.status = await asyncio.to_thread(collect)
         return self.status
 
-    async def _pending_records(self) -> int:
+    async def pending_records(self) -> int:
+        """Records some consumer has not yet taken (0 without a buffer)."""
         return sum(status.pending_records for status in (await self._statuses()).values())
 
     async def _refresh_metrics(self) -> None:

@@ -9,6 +9,7 @@ when the file changes.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import os
 import signal
@@ -18,21 +19,24 @@ from pathlib import Path
 
 import structlog
 from aiohttp import web
+from prometheus_client import generate_latest
 
 from gateway.allocator import tune_allocator
 from gateway.app import POLICY_WATCHER, create_app
 from gateway.auth.policyfile import create_default_policy, load_policy
 from gateway.config import Config, validate
-from gateway.errors import PolicyError, StartupError, StorageError
+from gateway.errors import StartupError, StorageError
 from gateway.http.connection import READ_DEADLINES, ReadDeadlines
 from gateway.http.state import STATE
 from gateway.observability import configure_logging
+from gateway.workers import WorkerSet, orphan_shards, serve_own_metrics, supervise
 
 log = structlog.get_logger("gateway")
 
 # Idle keep-alive connections are closed after this (aiohttp's default is an hour). Longer than
 # the 60 s idle timeout of common load balancers, so they, not we, close pooled connections.
 KEEPALIVE_TIMEOUT_S = 75.0
+DRAIN_POLL_S = 1.0  # a drain-only worker checks this often whether its shard is empty
 
 
 def serve(config: Config, *, listen: str | None = None, workers: int | None = None) -> int:
@@ -46,17 +50,22 @@ def serve(config: Config, *, listen: str | None = None, workers: int | None = No
             config, server=dataclasses.replace(config.server, workers=workers)
         )
     validate(config)
-    if config.server.workers != 1:
-        raise StartupError("--workers above 1 is not available in this version")
     configure_logging(config.log.level, config.log.format)
     _prepare_data_dir(config.data_path)
     _ensure_policy(config)
     tune_allocator()
+    if config.server.workers > 1 or orphan_shards(config):
+        return supervise(config, _run_worker)
+    return _run_worker(config, None, True)
+
+
+def _run_worker(config: Config, workers: WorkerSet | None, listen: bool) -> int:
+    """One gateway process: the only one, or worker `config.worker` of `workers`."""
     try:
         import uvloop  # optional [fast] extra
     except ImportError:
-        return asyncio.run(_serve(config))
-    return uvloop.run(_serve(config))
+        return asyncio.run(_serve(config, workers, listen))
+    return uvloop.run(_serve(config, workers, listen))
 
 
 def _prepare_data_dir(path: Path) -> None:
@@ -108,13 +117,11 @@ def _ssl_context(config: Config) -> ssl.SSLContext | None:
     return context
 
 
-async def _serve(config: Config) -> int:
-    try:
-        policy = load_policy(config.policy_path)
-    except PolicyError:
-        raise
+async def _serve(config: Config, workers: WorkerSet | None, listen: bool) -> int:
+    policy = load_policy(config.policy_path)
     app = create_app(config, policy=policy)
     state = app[STATE]
+    state.workers = workers
     deadlines = ReadDeadlines(config.server.read_timeout)
     app[READ_DEADLINES] = deadlines
     ssl_context = _ssl_context(config)
@@ -129,8 +136,15 @@ async def _serve(config: Config) -> int:
     except StorageError as e:
         raise StartupError(str(e)) from None
     assert runner.server is not None
-    host, _, port = config.server.listen.rpartition(":")
     loop = asyncio.get_running_loop()
+    if not listen:  # a shard left by an earlier run with more workers: deliver it, then exit
+        return await _drain_only(app, runner)
+    own_metrics = None
+    if workers is not None:
+        own_metrics = await serve_own_metrics(
+            workers, config.worker, lambda: generate_latest(state.metrics.registry)
+        )
+    host, _, port = config.server.listen.rpartition(":")
     try:
         listener = await loop.create_server(
             deadlines.protocol_factory(runner.server),
@@ -140,6 +154,7 @@ async def _serve(config: Config) -> int:
             # A TLS handshake is part of sending the request: the same bound applies.
             ssl_handshake_timeout=config.server.read_timeout if ssl_context else None,
             backlog=1024,
+            reuse_port=workers is not None,
         )
     except OSError as e:
         await runner.cleanup()
@@ -156,13 +171,36 @@ async def _serve(config: Config) -> int:
         store=str(config.store_path) if config.store_enabled else None,
         policy=str(config.policy_path),
         pid=os.getpid(),
+        worker=config.worker if workers is not None else None,
     )
     await stop.wait()
     log.info("shutting down", timeout_s=float(config.server.shutdown_timeout))
     state.shutting_down = True
     listener.close()  # stop accepting; runner.cleanup finishes in-flight requests
+    if own_metrics is not None:
+        own_metrics.close()
     await runner.cleanup()
     log.info("stopped")
+    return 0
+
+
+async def _drain_only(app: web.Application, runner: web.AppRunner) -> int:
+    """Forward a leftover shard until nothing is pending (or SIGTERM), then stop."""
+    state = app[STATE]
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    log.info("draining a leftover worker shard", buffer=str(state.config.buffer_path))
+    while not stop.is_set():
+        pending = await state.destinations.pending_records()
+        if not pending:
+            log.info("leftover worker shard drained", buffer=str(state.config.buffer_path))
+            break
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), DRAIN_POLL_S)
+    state.shutting_down = True
+    await runner.cleanup()
     return 0
 
 

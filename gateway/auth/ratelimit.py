@@ -110,12 +110,22 @@ class TokenBucket:
 
 
 class RateLimiter:
-    """The buckets of every rate-limited token, by token name."""
+    """The buckets of every rate-limited token, by token name.
 
-    def __init__(self) -> None:
+    With `run --workers N` every worker has its own limiter enforcing 1/N of each rate (rounded
+    up), so the gateway as a whole never lets a token exceed its rate.
+    """
+
+    def __init__(self, workers: int = 1) -> None:
         self._buckets: dict[str, TokenBucket] = {}
+        self._workers = workers
+
+    def _share(self, rate: int) -> int:
+        """This process's part of a token's rate: with N workers each enforces rate / N."""
+        return max(1, -(-rate // self._workers))
 
     def _bucket(self, name: str, rate: int, now_ns: int) -> TokenBucket:
+        rate = self._share(rate)
         bucket = self._buckets.get(name)
         if bucket is None:
             bucket = self._buckets[name] = TokenBucket(rate, now_ns)
@@ -142,8 +152,8 @@ class RateLimiter:
         for name in [name for name in self._buckets if name not in limits]:
             del self._buckets[name]
         for name, bucket in self._buckets.items():
-            if bucket.rate != limits[name]:
-                bucket.set_rate(limits[name], now_ns)
+            if bucket.rate != self._share(limits[name]):
+                bucket.set_rate(self._share(limits[name]), now_ns)
 
     def __contains__(self, name: object) -> bool:
         return name in self._buckets

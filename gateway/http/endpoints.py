@@ -11,6 +11,8 @@ from gateway.auth.credentials import extract_token
 from gateway.forward.upstream import QUERY_APIS, UpstreamClient, UpstreamUnavailable
 from gateway.http.responses import json_response, v1_error, v2_error
 from gateway.http.state import LOG, STATE, GatewayState
+from gateway.metricsmerge import merge_expositions
+from gateway.workers import sibling_metrics
 
 _CREATE_DATABASE = re.compile(
     r'^\s*CREATE\s+DATABASE\s+(?:"((?:[^"\\]|\\.)*)"|([A-Za-z0-9_\-/]+))\s*'
@@ -61,7 +63,11 @@ async def ready(request: web.Request) -> web.Response:
 async def metrics(request: web.Request) -> web.Response:
     """GET /metrics: Prometheus text exposition."""
     state = request.app[STATE]
-    response = web.Response(body=generate_latest(state.metrics.registry))
+    body = generate_latest(state.metrics.registry)
+    if state.workers is not None and state.workers.count > 1:  # the whole gateway's numbers
+        others = await sibling_metrics(state.workers, state.config.worker)
+        body = merge_expositions([body.decode(), *others])
+    response = web.Response(body=body)
     response.headers["Content-Type"] = CONTENT_TYPE_LATEST
     return response
 

@@ -14,6 +14,7 @@ from gateway.destinations import Destinations
 from gateway.observability import Metrics
 from gateway.routing import Router
 from gateway.timepolicy import TimePolicy
+from gateway.workers import WorkerSet
 
 
 @dataclass
@@ -31,6 +32,7 @@ class GatewayState:
     ready: bool = False
     shutting_down: bool = False
     in_flight: int = 0
+    workers: WorkerSet | None = None  # the worker processes, with `run --workers N`
 
     def wall_clock(self) -> datetime:
         """The injected clock as an aware UTC datetime (for token expiry)."""

@@ -144,6 +144,17 @@ class LocalStore:
         log.open()
         return log
 
+    def records(self, database: str) -> Iterator[Record]:
+        """Every record of `database` in append order; nothing for an unknown one."""
+        log = self._reader(database)
+        if log is not None:
+            yield from (record for _, record in log.read())
+
+    def bytes_on_disk(self, database: str) -> int:
+        """Bytes of `database`'s segments (0 for an unknown one)."""
+        log = self._reader(database)
+        return 0 if log is None else log.total_bytes
+
     def export(
         self,
         database: str,
@@ -153,21 +164,16 @@ class LocalStore:
         end_ns: int | None = None,
     ) -> Iterator[bytes]:
         """Lines of `database` in ns, start inclusive, end exclusive; empty for an unknown one."""
-        log = self._reader(database)
-        if log is None:
-            return
-        records = (record for _, record in log.read())
-        yield from export_lines(records, measurement=measurement, start_ns=start_ns, end_ns=end_ns)
+        yield from export_lines(
+            self.records(database), measurement=measurement, start_ns=start_ns, end_ns=end_ns
+        )
 
     def stats(self) -> list[DatabaseStats]:
         """Points, series, measurements, time range and bytes on disk of every database."""
-        result: list[DatabaseStats] = []
-        for database in self.databases():
-            log = self._reader(database)
-            if log is not None:
-                records = (record for _, record in log.read())
-                result.append(database_stats(database, records, log.total_bytes))
-        return result
+        return [
+            database_stats(database, self.records(database), self.bytes_on_disk(database))
+            for database in self.databases()
+        ]
 
     def enforce_retention(self) -> int:
         """Delete closed segments holding only points older than the retention; bytes freed.

@@ -212,3 +212,21 @@ def test_find_config_file_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     assert Path("influx-gateway.toml") == find_config_file(None, {})
     assert Path("/e.toml") == find_config_file(None, {"INFLUX_GATEWAY_CONFIG": "/e.toml"})
     assert Path("/c.toml") == find_config_file("/c.toml", {"INFLUX_GATEWAY_CONFIG": "/e.toml"})
+
+
+def test_worker_shards_sit_beside_the_data_dirs_own(tmp_path: Path) -> None:
+    """Worker 0 uses the data dir's buffer/store/dead letters; worker K `<dir>.worker-K`."""
+    config = Config(data_dir=str(tmp_path))
+    assert config.for_worker(0).buffer_path == config.buffer_path == tmp_path / "buffer"
+    one = config.for_worker(1)
+    assert one.buffer_path == tmp_path / "buffer.worker-1"
+    assert one.store_path == tmp_path / "store.worker-1"
+    assert one.deadletter_path == tmp_path / "deadletter.worker-1"
+    assert one.policy_path == config.policy_path  # one policy for every worker
+    assert [c.worker for c in config.shards()] == [0]
+    (tmp_path / "store.worker-3").mkdir()
+    (tmp_path / "buffer.worker-1").mkdir()
+    (tmp_path / "buffer.worker-x").mkdir()  # not a shard
+    (tmp_path / "store.worker-2").write_text("")  # not a directory
+    assert [c.worker for c in config.shards()] == [0, 1, 3]
+    assert [c.worker for c in one.shards()] == [0, 1, 3]

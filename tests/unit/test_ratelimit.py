@@ -257,3 +257,18 @@ def test_refused_request_changes_nothing(rate: int, plan: list[tuple[int, int]],
     before = bucket.level(now)
     if not bucket.admit(cost, now).admitted:
         assert before == bucket.level(now)
+
+
+def test_each_of_n_workers_enforces_its_share_of_the_rate() -> None:
+    """With `--workers 2`, each worker's limiter admits half (rounded up) of a token's rate,
+    so the gateway as a whole stays within it."""
+    now = 10 * NS_PER_S
+    limiter = RateLimiter(workers=2)
+    assert limiter.admit("t", 1000, 500, now).admitted
+    assert not limiter.admit("t", 1000, 1, now).admitted
+    odd = RateLimiter(workers=2)
+    assert odd.admit("t", 3, 2, now).admitted
+    assert not odd.admit("t", 3, 1, now).admitted
+    limiter.update({"t": 4000}, now + NS_PER_S)  # a reload applies the share of the new rate
+    assert limiter.admit("t", 4000, 2000, now + 2 * NS_PER_S).admitted
+    assert not limiter.admit("t", 4000, 1, now + 2 * NS_PER_S).admitted
