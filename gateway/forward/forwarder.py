@@ -47,6 +47,7 @@ class Batch:
     payloads: list[bytes] = field(default_factory=list)
     lines: int = 0
     size: int = 0
+    prepared: asyncio.Task[bytes | None] | None = None  # the wire body, made in advance
 
     def body(self) -> bytes:
         """The request body."""
@@ -182,8 +183,18 @@ class Forwarder:
         return done + list(open_batches.values())
 
     async def _send_in_order(self, batches: list[Batch]) -> None:
-        for batch in batches:
-            await self.deliver(batch)
+        try:
+            for i, batch in enumerate(batches):
+                if self.config.gzip and i + 1 < len(batches):  # gzip the next one meanwhile
+                    following = batches[i + 1]
+                    following.prepared = asyncio.ensure_future(
+                        self._client.prepare(following.body())
+                    )
+                await self.deliver(batch)
+        finally:
+            for batch in batches:
+                if batch.prepared is not None and not batch.prepared.done():
+                    batch.prepared.cancel()
 
     # -- one batch -------------------------------------------------------------------------------
 
@@ -193,9 +204,12 @@ class Forwarder:
         while True:
             if self._stop.is_set() and attempt > 0:
                 raise Stopping
+            prepared = await batch.prepared if batch.prepared is not None else None
             async with self._semaphore:
                 started = time.perf_counter()
-                response = await self._client.write(batch.database, batch.precision, batch.body())
+                response = await self._client.write(
+                    batch.database, batch.precision, batch.body(), prepared=prepared
+                )
                 elapsed = time.perf_counter() - started
             status = "error" if response.status is None else str(response.status)
             self._metrics.upstream_requests.labels(self.name, status).inc()

@@ -167,8 +167,19 @@ class UpstreamClient:
             headers["Authorization"] = self._auth
         return headers
 
-    async def write(self, database: str, precision: str, body: bytes) -> UpstreamResponse:
+    async def prepare(self, body: bytes) -> bytes | None:
+        """The body as it goes on the wire, when that takes work (gzip); None when it does not.
+
+        Lets a caller compress the next batch while this one is in flight (pass it to `write`).
+        """
+        return await compress(body) if self._config.gzip else None
+
+    async def write(
+        self, database: str, precision: str, body: bytes, *, prepared: bytes | None = None
+    ) -> UpstreamResponse:
         """Send one batch; every failure comes back as a value, never as an exception.
+
+        `prepared` is what `prepare(body)` returned, if the caller called it.
 
         `precision` is ns, us, ms or s (m and h were converted at acceptance); anything else is a
         caller bug and raises ValueError before any I/O.
@@ -176,7 +187,7 @@ class UpstreamClient:
         params = write_params(self._config, database, precision)
         headers = self._headers(CONTENT_TYPE)
         if self._config.gzip:
-            body = await compress(body)
+            body = prepared if prepared is not None else await compress(body)
             headers["Content-Encoding"] = "gzip"
         url = self._base + WRITE_PATHS[self._config.api]
         try:

@@ -4,6 +4,7 @@ fan-out, overflow, restart from cursors."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import time
 from collections.abc import AsyncIterator, Callable
@@ -384,3 +385,40 @@ async def test_health_fails_for_the_upstream_filling_the_buffer(start: Any, tmp_
         assert "fail" == checks["down"]["status"]
         assert "buffer" in checks["down"]["message"]
         assert "pass" == checks["up"]["status"]
+
+
+async def test_gzip_batches_of_one_database_arrive_in_order_and_whole(
+    start: Any, fake: FakeUpstream, tmp_path: Path
+) -> None:
+    """With gzip on, the next batch is compressed while one is in flight: still one database's
+    batches arrive one after another, in order, each whole; a retried batch is resent as is."""
+    config = config_for(tmp_path, [("up", fake.url, "batch_max_lines = 5")])
+    text = (tmp_path / "gw.toml").read_text().replace("gzip = false", "gzip = true")
+    (tmp_path / "gw.toml").write_text(text)
+    config = load_config(tmp_path / "gw.toml", env={})
+    assert config.upstreams[0].gzip
+    # The first request is slow, so the next writes pile up into a window of several batches;
+    # the one after it is retried once.
+    fake.script(Step(204, delay=0.3), Step(204), Step(503))
+    gw = await start(config)
+    client = gw.state.destinations.clients["up"]
+    prepared: list[int] = []
+    original = client.prepare
+
+    async def counting(body: bytes) -> bytes | None:
+        prepared.append(len(body))
+        return await original(body)
+
+    client.prepare = counting  # type: ignore[method-assign]
+    for i in range(6):
+        assert 204 == await gw.write(lines(5, start=5 * i))
+    got = await fake.wait_for_lines(35, timeout=10)  # 30 lines + the retried batch of 5
+    assert prepared  # some batch was compressed while the one before it was in flight
+    assert all(r.headers["Content-Encoding"] == "gzip" for r in fake.requests)
+    assert all(len(r.lines()) == 5 for r in fake.requests)
+    batches = [r.lines() for r in fake.requests]
+    retried = [b for before, b in itertools.pairwise(batches) if b == before]
+    assert len(retried) == 1  # the refused batch came again, right after itself
+    in_order = [b for i, b in enumerate(batches) if i == 0 or b != batches[i - 1]]
+    assert [line for b in in_order for line in b] == lines(30).splitlines()
+    assert got == [line for b in batches for line in b]
