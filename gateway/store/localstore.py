@@ -15,13 +15,17 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from gateway.buffer.record import Record
 from gateway.buffer.segmentfile import storage_error
 from gateway.buffer.segmentlog import FsyncMode, RecoveryReport, SegmentLog
 from gateway.errors import StorageError
 from gateway.store.layout import create_database_dir, find_databases, lock_store
-from gateway.store.query import DatabaseStats, database_stats, export_lines
+from gateway.store.query import DatabaseStats
+
+if TYPE_CHECKING:
+    from gateway.store.shards import StoreShards
 
 _IO_THREADS = 4  # shared by every database's log: each has at most one write in flight
 
@@ -164,16 +168,18 @@ class LocalStore:
         end_ns: int | None = None,
     ) -> Iterator[bytes]:
         """Lines of `database` in ns, start inclusive, end exclusive; empty for an unknown one."""
-        yield from export_lines(
-            self.records(database), measurement=measurement, start_ns=start_ns, end_ns=end_ns
+        return self._as_shards().export(
+            database, measurement=measurement, start_ns=start_ns, end_ns=end_ns
         )
 
     def stats(self) -> list[DatabaseStats]:
         """Points, series, measurements, time range and bytes on disk of every database."""
-        return [
-            database_stats(database, self.records(database), self.bytes_on_disk(database))
-            for database in self.databases()
-        ]
+        return self._as_shards().stats()
+
+    def _as_shards(self) -> StoreShards:
+        from gateway.store.shards import StoreShards  # shards.py imports this module
+
+        return StoreShards([self])
 
     def enforce_retention(self) -> int:
         """Delete closed segments holding only points older than the retention; bytes freed.
