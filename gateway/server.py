@@ -21,7 +21,7 @@ import structlog
 from aiohttp import web
 from prometheus_client import generate_latest
 
-from gateway.allocator import tune_allocator
+from gateway.allocator import freeze_startup_objects, tune_allocator
 from gateway.app import POLICY_WATCHER, create_app
 from gateway.auth.policyfile import create_default_policy, load_policy
 from gateway.config import Config, validate
@@ -173,6 +173,7 @@ async def _serve(config: Config, workers: WorkerSet | None, listen: bool) -> int
         pid=os.getpid(),
         worker=config.worker if workers is not None else None,
     )
+    freeze_startup_objects()
     await stop.wait()
     log.info("shutting down", timeout_s=float(config.server.shutdown_timeout))
     state.shutting_down = True

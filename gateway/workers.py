@@ -36,6 +36,7 @@ from dataclasses import dataclass
 
 import structlog
 
+from gateway.allocator import freeze_startup_objects
 from gateway.config import Config
 from gateway.errors import StartupError
 
@@ -102,6 +103,7 @@ def supervise(config: Config, run_worker: Callable[[Config, WorkerSet, bool], in
     }
     sys.stdout.flush()
     sys.stderr.flush()
+    freeze_startup_objects()  # the workers share these pages instead of copying them
     try:
         for worker in range(workers.count):
             children[_fork(config.for_worker(worker), workers, True, run_worker)] = (worker, True)

@@ -84,6 +84,7 @@ class SegmentWriter:
         self._sys = syscalls
         self._io_lock = threading.Lock()  # one write, sync, roll or close at a time
         self._meta_lock = threading.Lock()  # bookkeeping shared with deleters and summary readers
+        self._delete_lock = threading.Lock()  # one deleter at a time
         self._fd = -1
         self._active = 0
         self._size = 0
@@ -283,13 +284,19 @@ class SegmentWriter:
                 self._summaries[segment_id] = summary
 
     def delete(self, segment_ids: list[int]) -> int:
-        """Delete closed segments (the active one is skipped); returns the bytes freed."""
+        """Delete closed segments (the active one is skipped); returns the bytes freed.
+
+        Deleters take turns on their own lock; the bookkeeping lock is held only to update the
+        numbers, never across an unlink (freeing a 64 MB file can take milliseconds, and the
+        event loop reads `end` and `total_bytes` on every append).
+        """
         freed = 0
         try:
-            for segment_id in segment_ids:
-                with self._meta_lock:
-                    if segment_id >= self._active:
-                        continue
+            with self._delete_lock:
+                for segment_id in segment_ids:
+                    with self._meta_lock:
+                        if segment_id >= self._active:  # the active id only grows
+                            continue
                     path = segment_path(self._directory, segment_id)
                     try:
                         size = path.stat().st_size
@@ -297,11 +304,12 @@ class SegmentWriter:
                     except FileNotFoundError:
                         continue
                     index_path(self._directory, segment_id).unlink(missing_ok=True)
-                    self._summaries.pop(segment_id, None)
-                    self._closed_bytes -= size
+                    with self._meta_lock:
+                        self._summaries.pop(segment_id, None)
+                        self._closed_bytes -= size
                     freed += size
-            if freed:
-                fsync_directory(self._directory, self._sys.fsync)
+                if freed:
+                    fsync_directory(self._directory, self._sys.fsync)
         except OSError as e:
             raise storage_error(e, f"cannot delete segments in {self._directory}") from e
         return freed
