@@ -352,3 +352,34 @@ async def test_unencodable_record_fails_only_its_own_append(log: SegmentLog) -> 
     bad = Record("db", "fortnight", 0, "tok", 1, 0, 0, b"x 1\n")
     results = await asyncio.gather(log.append([bad]), log.append([_rec(1)]), return_exceptions=True)
     assert (ValueError, Position) == (type(results[0]), type(results[1]))
+
+
+async def test_a_slow_delete_never_blocks_the_appenders_bookkeeping(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Freeing a big segment can take milliseconds: `end` and `total_bytes`, which the event
+    loop reads on every append, must not wait for it."""
+    log = SegmentLog(tmp_path / "log", segment_bytes=100)
+    log.open()
+    for seq in range(5):
+        await log.append([_rec(seq, size=200)])  # one segment each
+    unlinking = threading.Event()
+    original = Path.unlink
+
+    def slow_unlink(self: Path, missing_ok: bool = False) -> None:
+        if self.suffix != ".tmp" and self.parent == tmp_path / "log":
+            unlinking.set()
+            threading.Event().wait(0.5)
+        original(self, missing_ok=missing_ok)
+
+    monkeypatch.setattr(Path, "unlink", slow_unlink)
+    before = log.total_bytes
+    deleter = threading.Thread(target=log.delete_segments_before, args=(3,))
+    deleter.start()
+    assert unlinking.wait(5)
+    started = asyncio.get_running_loop().time()
+    assert log.total_bytes <= before and log.end.segment >= 5
+    assert asyncio.get_running_loop().time() - started < 0.1
+    deleter.join()
+    assert log.total_bytes < before
+    await log.close()
