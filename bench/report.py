@@ -123,6 +123,24 @@ def markdown(report: dict[str, Any]) -> str:
             *ratio_rows,
         ]
 
+    half = [r for r in results if r.get("half_load")]
+    if half:
+        out += [
+            "",
+            "Latency at about half of each server's peak rate (the same connections, a pause "
+            "between requests; SPEC 9: p99 ≤ 25 ms for the gateway):",
+            "",
+            "| body | server | lines/s | share of peak | pause ms | p50 ms | p99 ms | non-204 |",
+            "|---|---|--:|--:|--:|--:|--:|--:|",
+        ]
+        for r in half:
+            h = r["half_load"]
+            out.append(
+                f"| {r['encoding']} | {r['target']} | {_num(h['lines_per_s'])} "
+                f"| {h['fraction_of_peak']:.2f} | {h['interval_ms']} "
+                f"| {h['latency_ms']['p50']:.1f} | {h['latency_ms']['p99']:.1f} | {h['non_204']} |"
+            )
+
     notes = []
     if options["repeat"] > 1:
         for r in results:

@@ -180,6 +180,12 @@ def parse_options(argv: list[str] | None) -> tuple[Options, argparse.Namespace]:
         default="always",
         help='the gateway\'s buffer.fsync (default "always", the product default)',
     )
+    parser.add_argument(
+        "--no-half-load",
+        dest="half_load",
+        action="store_false",
+        help="skip the latency run at half of the peak rate (on by default, off with --quick)",
+    )
     parser.add_argument("--sink-workers", type=int, default=1, help="sink processes (default 1)")
     parser.add_argument("--nginx-workers", default="auto", help="worker_processes (default auto)")
     parser.add_argument("--drain-timeout", type=float, default=120.0, help="seconds (default 120)")
@@ -268,6 +274,7 @@ def parse_options(argv: list[str] | None) -> tuple[Options, argparse.Namespace]:
         python=python,
         wrk=wrk or "wrk",
         nginx=nginx,
+        half_load=args.half_load and not args.quick,
     )
     return options, args
 

@@ -11,6 +11,7 @@
 --                    which makes the body a valid multi-member gzip stream
 --       ts=NS          the marker line's timestamp
 --       tid_base=N     first thread number (marker ids are (tid_base + thread) * 2^20 + n)
+--     interval_ms=N  pause between requests on a connection (the half-load phase)
 --   mode=get       GET the URL (a health path)
 --     interval_ms=N  pause between requests on a connection (0: as fast as possible)
 -- Every mode records responses per HTTP status and prints one line at the end:
@@ -114,6 +115,8 @@ function init(args)
       else
          wrk.body = body  -- the whole batch, sent unchanged by every request
       end
+      interval = tonumber(opts.interval_ms or "0")
+      if interval > 0 then delay = fixed_delay end
    else
       wrk.method = "GET"
       interval = tonumber(opts.interval_ms or "0")
