@@ -149,17 +149,18 @@ def drain_gateway(options: Options, target: Target, sink: Sink, load_end: float)
     """
     first = gateway_metrics(target)
     accepted = first["accepted_lines"]
-    backlog = max(0.0, accepted - sink.stats()["lines"])
+    expected = accepted * target.copies  # what the sink gets: every line once per upstream
+    backlog = max(0.0, expected - sink.stats()["lines"]) / target.copies
     deadline = time.monotonic() + options.drain_timeout
     caught_up_at: float | None = None
     while True:
         now = time.monotonic()
         metrics = gateway_metrics(target)
         lines = sink.stats()["lines"]
-        if caught_up_at is None and lines >= accepted:
+        if caught_up_at is None and lines >= expected:
             caught_up_at = now
         empty = metrics["buffer_records"] == 0 and now >= load_end + 2.5
-        if (empty and (lines >= accepted or now >= load_end + 5.0)) or now >= deadline:
+        if (empty and (lines >= expected or now >= load_end + 5.0)) or now >= deadline:
             break
         time.sleep(0.2)
     status = buffer_status(options, target)
@@ -208,7 +209,7 @@ def start_target(options: Options, case: str, root: Path, sink: Sink, tmp_root: 
         return start_nginx(
             options.nginx, root / "nginx", sink, workers=options.nginx_workers, tmp_root=tmp_root
         )
-    if case == "gateway":
+    if case in ("gateway", "gateway-fanout"):
         return start_gateway(
             options.python,
             root / "gateway",
@@ -216,6 +217,7 @@ def start_target(options: Options, case: str, root: Path, sink: Sink, tmp_root: 
             upstream_gzip=options.upstream_gzip,
             workers=options.gateway_workers,
             fsync=options.gateway_fsync,
+            upstreams=2 if case == "gateway-fanout" else 1,
         )
     spec = next(p for p in options.peers if f"peer:{p.name}" == case)
     return start_peer(spec, root / "peer", sink)
@@ -313,6 +315,7 @@ def run_case(
                 "latency_ms": latency_ms(ping_result),
             },
             "notes": target.notes,
+            "copies": target.copies,
         }
         out["busiest_others"] = busiest_others(everyone0, everyone1, ours)
         out["foreign_cpu_s"] = round(foreign_cpu(everyone0, everyone1, ours), 2)
@@ -363,8 +366,14 @@ def half_load(
     args = write_args(options, target, payload, encoding)
     delay_ms = max(1, round(half_cycle_ms / 2))  # first guess: the latency stays as at peak
     phases = []
-    phase_runs = (("calibrate", HALF_LOAD_CALIBRATION_S, 100), ("half", options.duration / 2, 200))
-    for phase, seconds, tid_base in phase_runs:  # tid_base: unique batch ids stay unique
+    # Each wrk run numbers its threads from its own tid_base, so unique batch ids stay unique:
+    # the full-load run had 0..threads-1 (threads <= 8: at most 24 of the sink's 32 slots).
+    calibrate, half = options.threads, 2 * options.threads
+    phase_runs = (
+        ("calibrate", HALF_LOAD_CALIBRATION_S, calibrate),
+        ("half", options.duration / 2, half),
+    )
+    for phase, seconds, tid_base in phase_runs:
         run = start_wrk(
             replace(options, duration=seconds),
             target.write_url,
@@ -404,7 +413,8 @@ def request_bytes(options: Options, payload: Path, encoding: str) -> int:
 def verify(options: Options, case: dict[str, Any]) -> dict[str, Any]:
     """Did the sink receive every acknowledged line (and, for the gateway, every accepted one)?"""
     sink = case["sink"]
-    acked = case["acked_lines"] + case.get("half_load", {}).get("acked_lines", 0)
+    copies = case.get("copies", 1)
+    acked = (case["acked_lines"] + case.get("half_load", {}).get("acked_lines", 0)) * copies
     got = int(sink["lines"])
     problems = []
     if not acked:
@@ -413,9 +423,10 @@ def verify(options: Options, case: dict[str, Any]) -> dict[str, Any]:
         problems.append(f"sink has {got} lines, {acked} were acknowledged: {acked - got} lost")
     gateway = case.get("gateway")
     if gateway is not None:
-        if got < gateway["accepted_lines"]:
+        if got < gateway["accepted_lines"] * copies:
             problems.append(
-                f"the gateway accepted {gateway['accepted_lines']} lines, the sink has {got}"
+                f"the gateway accepted {gateway['accepted_lines']} lines for {copies} upstream(s), "
+                f"the sink has {got}"
             )
         if gateway["pending_records"]:
             problems.append(f"{gateway['pending_records']} records still pending in the buffer")

@@ -22,8 +22,10 @@ def _ratio(a: float | None, b: float | None) -> str:
 
 
 def delivered(r: dict[str, Any]) -> float:
-    """Lines/s the sink received while the load ran (what the server forwarded meanwhile)."""
-    return float(r["delivered_lines_during_load"]) / float(r["duration_s"])
+    """Lines/s the sink received while the load ran (what the server forwarded meanwhile), per
+    copy: a gateway fanning out to N upstreams that are all the sink delivers each line N times."""
+    per_second = float(r["delivered_lines_during_load"]) / float(r["duration_s"])
+    return per_second / int(r.get("copies", 1))
 
 
 def _by(results: list[dict[str, Any]], encoding: str, case: str) -> dict[str, Any] | None:
@@ -93,7 +95,7 @@ def markdown(report: dict[str, Any]) -> str:
             verdict += f" (after {r['gateway']['drain_s']} s drain)"
         out.append(
             f"| {r['encoding']} | {r['target']} | {_num(r['lines_per_s'])} "
-            f"| {_num(r['delivered_lines_during_load'] / r['duration_s'])} "
+            f"| {_num(delivered(r))} "
             f"| {r['latency_ms']['p50']:.1f} | {r['latency_ms']['p99']:.1f} | {r['non_204']} "
             f"| {r['server_cpu_s']:.1f} | {_num(r['server_cpu_us_per_line'], 2)} "
             f"| {r['peak_rss_mb']:.0f} | {r['ping']['latency_ms']['p50']:.2f} "
@@ -121,6 +123,18 @@ def markdown(report: dict[str, Any]) -> str:
             "| body | ratio | lines/s | delivered lines/s | CPU per line | /ping p99 |",
             "|---|---|--:|--:|--:|--:|",
             *ratio_rows,
+        ]
+
+    for encoding in encodings:
+        one, two = _by(results, encoding, "gateway"), _by(results, encoding, "gateway-fanout")
+        if one is None or two is None:
+            continue
+        out += [
+            "",
+            f"Fan-out ({encoding}): two upstreams instead of one cost "
+            f"{_ratio(two['server_cpu_us_per_line'], one['server_cpu_us_per_line'])}x the CPU "
+            f"per line and reach {_ratio(two['lines_per_s'], one['lines_per_s'])}x the lines/s "
+            "(SPEC 9: the cost of a second upstream at most 1.3x).",
         ]
 
     half = [r for r in results if r.get("half_load")]
@@ -173,8 +187,11 @@ def markdown(report: dict[str, Any]) -> str:
         if options["repeat"] == 1:
             for problem in r["delivery"]["problems"]:
                 notes.append(f"{name}: **{problem}**")
-        if "duplicate_batches" in r["delivery"] and r["delivery"]["duplicate_batches"]:
-            notes.append(f"{name}: {r['delivery']['duplicate_batches']} batches delivered twice")
+        duplicates = r["delivery"].get("duplicate_batches", 0) - (r.get("copies", 1) - 1) * (
+            r["acked_requests"] + r.get("half_load", {}).get("acked_requests", 0)
+        )
+        if duplicates > 0:
+            notes.append(f"{name}: {duplicates} batches delivered more than once per upstream")
         share = r["foreign_cpu_s"] / r["machine_capacity_s"] if r["machine_capacity_s"] else 0
         unattributed = max(0.0, r["other_cpu_s"] - r["foreign_cpu_s"])
         notes.append(

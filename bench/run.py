@@ -138,8 +138,9 @@ def parse_options(argv: list[str] | None) -> tuple[Options, argparse.Namespace]:
     )
     parser.add_argument(
         "--cases",
-        default="sink,nginx,gateway",
-        help="comma-separated, of sink,nginx,gateway (default all three; peers are added)",
+        default=None,
+        help="comma-separated, of sink,nginx,gateway,gateway-fanout (default: all four; with "
+        "--quick sink,nginx,gateway; peers are added)",
     )
     parser.add_argument(
         "--peer",
@@ -181,10 +182,11 @@ def parse_options(argv: list[str] | None) -> tuple[Options, argparse.Namespace]:
         help='the gateway\'s buffer.fsync (default "always", the product default)',
     )
     parser.add_argument(
-        "--no-half-load",
-        dest="half_load",
-        action="store_false",
-        help="skip the latency run at half of the peak rate (on by default, off with --quick)",
+        "--half-load",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="after each case, a latency run at half of its peak rate (default: on, off with "
+        "--quick)",
     )
     parser.add_argument("--sink-workers", type=int, default=1, help="sink processes (default 1)")
     parser.add_argument("--nginx-workers", default="auto", help="worker_processes (default auto)")
@@ -217,10 +219,13 @@ def parse_options(argv: list[str] | None) -> tuple[Options, argparse.Namespace]:
         parser.error("--threads must be 1..8 and divide --connections")
     encodings = args.encodings or (("plain",) if quick else ("plain", "gzip"))
 
-    cases = [c.strip() for c in args.cases.split(",") if c.strip()]
+    default_cases = "sink,nginx,gateway" if quick else "sink,nginx,gateway,gateway-fanout"
+    cases = [c.strip() for c in (args.cases or default_cases).split(",") if c.strip()]
     for case in cases:
-        if case not in ("sink", "nginx", "gateway"):
-            parser.error(f"unknown case {case!r}: use sink, nginx, gateway (and --peer)")
+        if case not in ("sink", "nginx", "gateway", "gateway-fanout"):
+            parser.error(
+                f"unknown case {case!r}: use sink, nginx, gateway, gateway-fanout (and --peer)"
+            )
     peers = []
     urls = dict(x.split("=", 1) for x in args.peer_url)
     pings = dict(x.split("=", 1) for x in args.peer_ping)
@@ -250,7 +255,7 @@ def parse_options(argv: list[str] | None) -> tuple[Options, argparse.Namespace]:
     if missing:
         raise BenchError(f"{' and '.join(missing)} not found: {SETUP_HINT}")
     probe = subprocess.run([python, "-c", "import gateway, aiohttp"], capture_output=True)
-    if "gateway" in cases and probe.returncode != 0:
+    if any(c.startswith("gateway") for c in cases) and probe.returncode != 0:
         raise BenchError(
             f"{python} cannot import the gateway: install the project "
             "(python3 -m venv .venv && .venv/bin/pip install -e .) or pass --python"
@@ -274,7 +279,7 @@ def parse_options(argv: list[str] | None) -> tuple[Options, argparse.Namespace]:
         python=python,
         wrk=wrk or "wrk",
         nginx=nginx,
-        half_load=args.half_load and not args.quick,
+        half_load=args.half_load if args.half_load is not None else not quick,
     )
     return options, args
 

@@ -67,7 +67,7 @@ FIELDS = (
 ) = range(len(FIELDS))  # fmt: skip
 WRITE_PATHS = {b"/api/v2/write": I_V2, b"/write": I_V1, b"/api/v3/write_lp": I_V3}
 
-MAX_IDS = 1 << 24  # marker ids are thread * 2**20 + n (bench/lua/wrk.lua): 16 threads
+MAX_IDS = 1 << 25  # marker ids are thread * 2**20 + n (bench/lua/wrk.lua): 32 thread slots
 MARKER = b"\nbench_batch id="
 MARKER_SPAN = len(MARKER) + 21  # the marker, up to 20 digits and the `i`
 BUFFER_BYTES = 256 * 1024

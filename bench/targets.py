@@ -60,6 +60,7 @@ class Target:
     data_dir: Path | None = None
     token: str = "bench"
     notes: dict[str, str] = field(default_factory=dict)
+    copies: int = 1  # how many times the sink receives each acknowledged line (fan-out)
 
 
 def find_nginx() -> str | None:
@@ -185,6 +186,16 @@ token = "bench-upstream-token"
 gzip = {gzip}
 """
 
+# The fan-out case: a second upstream, the same sink (which then counts every line twice).
+SECOND_UPSTREAM = """
+[[upstreams]]
+name = "sink2"
+url = "{sink_url}"
+api = "v2"
+token = "bench-upstream-token"
+gzip = {gzip}
+"""
+
 
 def start_gateway(
     python: str,
@@ -194,20 +205,19 @@ def start_gateway(
     upstream_gzip: bool,
     workers: int | None,
     fsync: str = "always",
+    upstreams: int = 1,
 ) -> Target:
-    """`influx-gateway run -c <conf> --data-dir <root>/data` with a token made for the run."""
+    """`influx-gateway run -c <conf> --data-dir <root>/data` with a token made for the run;
+    with `upstreams=2` it forwards everything twice, to two upstreams that are the same sink."""
     root.mkdir(parents=True)
     port = free_port()
     conf = root / "gateway.toml"
     data = root / "data"
-    conf.write_text(
-        GATEWAY_CONF.format(
-            port=port,
-            sink_url=sink.url,
-            gzip="true" if upstream_gzip else "false",
-            fsync=fsync,
-        )
-    )
+    gzip = "true" if upstream_gzip else "false"
+    text = GATEWAY_CONF.format(port=port, sink_url=sink.url, gzip=gzip, fsync=fsync)
+    if upstreams == 2:
+        text += SECOND_UPSTREAM.format(sink_url=sink.url, gzip=gzip)
+    conf.write_text(text)
     gateway = [python, "-m", "gateway"]
     where = ["-c", str(conf), "--data-dir", str(data)]
     made = subprocess.run(
@@ -226,7 +236,7 @@ def start_gateway(
     url = f"http://127.0.0.1:{port}"
     child.wait_until(lambda: http_status(f"{url}/ready") == 200, START_TIMEOUT_S, "/ready")
     return Target(
-        "influx-gateway",
+        "influx-gateway" if upstreams == 1 else f"influx-gateway ({upstreams} upstreams)",
         "gateway",
         f"{url}/api/v2/write?bucket={DATABASE}",
         f"{url}/ping",
@@ -235,6 +245,7 @@ def start_gateway(
         config=conf,
         data_dir=data,
         token=token,
+        copies=upstreams,
     )
 
 

@@ -179,3 +179,28 @@ def test_quick_benchmark_delivers_every_acknowledged_line(tmp_path: Path) -> Non
     gateway = results[2]["gateway"]
     assert (0, 0) == (gateway["pending_records"], gateway["deadletter_lines"])
     assert gateway["accepted_lines"] <= results[2]["sink"]["lines"]
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("bench_tools")
+def test_quick_fanout_and_half_load_deliver_every_acknowledged_line(tmp_path: Path) -> None:
+    """The fan-out case (two upstreams, both the sink) and the half-load run: the sink must
+    get every acknowledged line once per upstream, including those of the half-load run."""
+    report = tmp_path / "bench.json"
+    command = [sys.executable, str(REPO / "bench" / "run.py"), "--quick", "--unique-ids"]
+    command += ["--cases", "gateway-fanout", "--half-load"]
+    command += ["--python", sys.executable, "--json", str(report)]
+    done = subprocess.run(command, cwd=REPO, capture_output=True, timeout=150)
+    output = done.stdout.decode() + done.stderr.decode()
+    assert 0 == done.returncode, output
+    [r] = json.loads(report.read_text())["results"]
+    assert (r["case"], r["copies"]) == ("gateway-fanout", 2)
+    assert {"204": r["requests"]} == r["statuses"]
+    half = r["half_load"]
+    assert half["acked_requests"] > 0 and half["non_204"] == 0
+    assert 0.2 < half["fraction_of_peak"] < 0.9  # a pause was applied; not the full rate
+    assert ("PASS", []) == (r["delivery"]["status"], r["delivery"]["problems"])
+    batches = r["acked_requests"] + half["acked_requests"]
+    assert r["sink"]["distinct_markers"] >= batches
+    assert r["sink"]["lines"] >= 2 * (r["acked_lines"] + half["acked_lines"])
+    assert "Fan-out" not in output or "two upstreams" in output
