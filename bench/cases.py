@@ -21,6 +21,7 @@ from typing import Any
 from bench.procs import (
     BenchError,
     Child,
+    PssSampler,
     all_cpu,
     busiest_others,
     cpu_seconds,
@@ -257,8 +258,9 @@ def run_case(
         ping = start_wrk(
             options, target.ping_url, ping_args, root / "wrk-ping.log", threads=1, connections=1
         )
-        result = wrk_result(load, options.duration + 60)
-        ping_result = wrk_result(ping, options.duration + 60)
+        with PssSampler(server.pids) as pss:
+            result = wrk_result(load, options.duration + 60)
+            ping_result = wrk_result(ping, options.duration + 60)
         load_end = time.monotonic()
 
         busy1, _ = machine_cpu()
@@ -305,6 +307,7 @@ def run_case(
             "machine_busy_s": round(busy1 - busy0, 2),
             "machine_capacity_s": round((load_end - started) * (os.cpu_count() or 1), 2),
             "peak_rss_mb": round(rss, 1),
+            "peak_pss_mb": round(pss.peak_mb, 1),
             "sink_peak_rss_mb": round(sink_rss, 1),
             "delivered_lines_during_load": sink_at_end["lines"],
             "ping": {

@@ -12,6 +12,7 @@ import os
 import signal
 import socket
 import subprocess
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -120,6 +121,44 @@ def peak_rss_mb(pids: Sequence[int]) -> float:
         except OSError:
             continue
     return total_kb / 1024
+
+
+def pss_mb(pids: Sequence[int]) -> float:
+    """The sum of Pss (proportional set size) of these processes now, in MiB: pages shared by
+    forked workers are split between them instead of being counted once per process."""
+    total_kb = 0
+    for pid in pids:
+        try:
+            for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+                if line.startswith("Pss:"):
+                    total_kb += int(line.split()[1])
+                    break
+        except OSError:
+            continue
+    return total_kb / 1024
+
+
+class PssSampler:
+    """Samples the summed Pss of a process tree every `interval` s in a thread; keeps the peak."""
+
+    def __init__(self, pids: Callable[[], Sequence[int]], interval: float = 0.5) -> None:
+        self._pids = pids
+        self._interval = interval
+        self._stop = threading.Event()
+        self.peak_mb = 0.0
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> PssSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval):
+            self.peak_mb = max(self.peak_mb, pss_mb(self._pids()))
 
 
 def machine_cpu() -> tuple[float, float]:

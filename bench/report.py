@@ -187,6 +187,11 @@ def markdown(report: dict[str, Any]) -> str:
         if options["repeat"] == 1:
             for problem in r["delivery"]["problems"]:
                 notes.append(f"{name}: **{problem}**")
+        if r.get("peak_pss_mb"):
+            notes.append(
+                f"{name}: peak PSS {r['peak_pss_mb']:.0f} MB (sampled every 0.5 s; shared pages "
+                f"split between processes), peak RSS summed {r['peak_rss_mb']:.0f} MB"
+            )
         duplicates = r["delivery"].get("duplicate_batches", 0) - (r.get("copies", 1) - 1) * (
             r["acked_requests"] + r.get("half_load", {}).get("acked_requests", 0)
         )
