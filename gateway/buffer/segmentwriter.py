@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from gateway.buffer.record import Record, encode
+from gateway.buffer.record import Record, encode_parts
 from gateway.buffer.segmentfile import (
     SegmentSummary,
     fsync_directory,
@@ -154,14 +154,15 @@ class SegmentWriter:
             total = 0
             for records in batches:
                 try:
-                    encoded = [encode(record) for record in records]
+                    encoded = [encode_parts(record) for record in records]
                 except ValueError as e:  # the caller's bug; only its own append fails
                     ends.append(e)
                     continue
-                frames.extend(encoded)
+                for head, payload in encoded:
+                    frames += (head, payload)
+                    sizes.append(len(head) + len(payload))
                 written.extend(records)
-                sizes.extend(map(len, encoded))
-                total += sum(map(len, encoded))
+                total += sum(sizes[len(sizes) - len(encoded) :])
                 ends.append(total)
             start = self._size
             try:

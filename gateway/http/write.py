@@ -23,7 +23,7 @@ from aiohttp import web
 from gateway.auth.credentials import extract_token
 from gateway.auth.policy import TokenEntry
 from gateway.auth.ratelimit import RateDecision, RateLimiter
-from gateway.buffer.record import Record
+from gateway.buffer.record import Record, framed
 from gateway.errors import LineProtocolBodyError, StorageError, StorageFullError
 from gateway.http.body import BadBody, BodyTooLarge, check_encoding, gunzip
 from gateway.http.connection import read_body
@@ -108,8 +108,16 @@ def line_errors_message(result: ValidationResult, *, stored: bool) -> str:
 
 
 def _decode_and_validate(
-    raw: bytes, encoding: str, precision: Precision, state: GatewayState, database: str, now: int
-) -> tuple[bytes, ValidationResult]:
+    raw: bytes,
+    encoding: str,
+    precision: Precision,
+    state: GatewayState,
+    database: str,
+    token: str,
+    now: int,
+) -> tuple[bytes, ValidationResult, Record | None]:
+    """Decode and validate a body; also the record its accepted lines make, already framed
+    for the log (its checksum computed here, off the event loop and off the log's writer)."""
     server = state.config.server
     body = gunzip(raw, server.max_body_bytes) if encoding == "gzip" else raw
     result = validate(
@@ -120,7 +128,19 @@ def _decode_and_validate(
         max_line_bytes=server.max_line_bytes,
         max_errors=MAX_LISTED_ERRORS,
     )
-    return body, result
+    if not result.accepted:
+        return body, result, None
+    record = Record(
+        database=database,
+        precision=result.precision,
+        received_ns=now,
+        token=token,
+        lines=result.accepted,
+        min_time_ns=result.min_time_ns or 0,
+        max_time_ns=result.max_time_ns or 0,
+        payload=result.body,
+    )
+    return body, result, framed(record)
 
 
 async def _process(request: web.Request, api: Api) -> web.Response:
@@ -190,14 +210,12 @@ async def _process(request: web.Request, api: Api) -> web.Response:
 
     # 5. decode + validate (in a worker thread when large)
     try:
+        args = (raw, encoding, precision, state, database, identity.name, received_ns)
         if len(raw) > OFFLOAD_BYTES:
-            body, result = await asyncio.get_running_loop().run_in_executor(
-                None, _decode_and_validate, raw, encoding, precision, state, database, received_ns
-            )
+            loop = asyncio.get_running_loop()
+            body, result, record = await loop.run_in_executor(None, _decode_and_validate, *args)
         else:
-            body, result = _decode_and_validate(
-                raw, encoding, precision, state, database, received_ns
-            )
+            body, result, record = _decode_and_validate(*args)
     except BodyTooLarge as e:
         raise WriteRejected(413, str(e), "size") from None
     except BadBody as e:
@@ -238,16 +256,7 @@ async def _process(request: web.Request, api: Api) -> web.Response:
             raise _rate_limited(identity, decision, result.accepted)
 
     # 7. durable append, then answer
-    record = Record(
-        database=database,
-        precision=result.precision,
-        received_ns=received_ns,
-        token=identity.name,
-        lines=result.accepted,
-        min_time_ns=result.min_time_ns or 0,
-        max_time_ns=result.max_time_ns or 0,
-        payload=result.body,
-    )
+    assert record is not None  # store_it: some lines were accepted
     if server.ack == "upstream" and state.router.targets(database).upstreams:
         upstream_answer = await _forward_now(state, record)
         if upstream_answer is not None:

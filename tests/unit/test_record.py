@@ -14,6 +14,8 @@ from gateway.buffer.record import (
     Record,
     decode_stream,
     encode,
+    encode_parts,
+    framed,
     next_frame_size,
 )
 
@@ -144,3 +146,15 @@ def test_any_flipped_byte_is_detected(batch: list[Record], data: st.DataObject) 
         start += len(frame)
         damaged += 1
     assert batch[:damaged] == [record for _, record in decode_stream(bytes(stream))]
+
+
+@given(records)
+def test_a_record_framed_in_advance_writes_the_same_bytes(record: Record) -> None:
+    """`framed` only computes ahead what `encode` would: same frame, same record value."""
+    early = framed(record)
+    assert early == record and early.frame_head is not None
+    assert encode(early) == encode(record)
+    head, payload = encode_parts(early)
+    assert payload is record.payload  # written as is, never copied
+    [(end, decoded)] = list(decode_stream(head + payload))
+    assert (end, decoded) == (len(head) + len(payload), record)
