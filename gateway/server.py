@@ -157,6 +157,8 @@ async def _serve(config: Config, workers: WorkerSet | None, listen: bool) -> int
             reuse_port=workers is not None,
         )
     except OSError as e:
+        if own_metrics is not None:
+            own_metrics.close()
         await runner.cleanup()
         raise StartupError(f"cannot listen on {config.server.listen}: {e.strerror or e}") from None
 

@@ -38,6 +38,7 @@ import structlog
 
 from gateway.allocator import freeze_startup_objects
 from gateway.config import Config
+from gateway.destinations import build_wal
 from gateway.errors import StartupError
 
 log = structlog.get_logger("gateway")
@@ -60,14 +61,18 @@ class WorkerSet:
 
 
 def orphan_shards(config: Config) -> list[int]:
-    """Shards of workers beyond `server.workers` that still have a buffer to drain."""
+    """Shards of workers beyond `server.workers` whose buffer still holds undelivered records."""
     if not config.upstreams:
         return []
-    return [
-        shard.worker
-        for shard in config.shards()
-        if shard.worker >= config.server.workers and shard.buffer_path.is_dir()
-    ]
+    found = []
+    for shard in config.shards():
+        if shard.worker < config.server.workers or not shard.buffer_path.is_dir():
+            continue
+        wal = build_wal(shard, read_only=True)
+        wal.open()
+        if any(wal.status(name).pending_records for name in wal.consumers):
+            found.append(shard.worker)
+    return found
 
 
 def check_port(listen: str) -> None:

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import gzip
 import ssl
 from collections.abc import Mapping
 from pathlib import Path
@@ -30,6 +29,7 @@ from typing import Final
 import aiohttp
 
 from gateway import __version__
+from gateway.compression import CODEC
 from gateway.config import UpstreamConfig
 from gateway.errors import ConfigError, GatewayError
 from gateway.forward.decide import UpstreamResponse
@@ -136,8 +136,8 @@ def write_params(config: UpstreamConfig, database: str, precision: str) -> dict[
 async def compress(body: bytes) -> bytes:
     """Gzip a body; large ones in a thread so the event loop keeps serving."""
     if len(body) > GZIP_IN_THREAD_BYTES:
-        return await asyncio.to_thread(gzip.compress, body, GZIP_LEVEL, mtime=0)
-    return gzip.compress(body, GZIP_LEVEL, mtime=0)
+        return await asyncio.to_thread(CODEC.compress, body, GZIP_LEVEL)
+    return CODEC.compress(body, GZIP_LEVEL)
 
 
 class UpstreamClient:

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import zlib
-
-MAX_WBITS_GZIP = 16 + zlib.MAX_WBITS
+from gateway.compression import CODEC, Codec
 
 
 class BodyTooLarge(Exception):
@@ -25,16 +23,16 @@ def check_encoding(header: str | None) -> str:
     raise BadBody(f"unacceptable content-encoding: {header}")
 
 
-def gunzip(raw: bytes, max_bytes: int) -> bytes:
+def gunzip(raw: bytes, max_bytes: int, codec: Codec = CODEC) -> bytes:
     """Decompress a (possibly multi-member) gzip body; refuse output above max_bytes."""
     parts: list[bytes] = []
     total = 0
     data = raw
     while True:
-        decoder = zlib.decompressobj(MAX_WBITS_GZIP)
+        decoder = codec.decompressobj()
         try:
             out = decoder.decompress(data, max_bytes - total + 1)
-        except zlib.error as e:
+        except codec.errors as e:
             raise BadBody(f"corrupt gzip body: {e}") from None
         total += len(out)
         if total > max_bytes or decoder.unconsumed_tail:

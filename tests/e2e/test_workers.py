@@ -165,4 +165,11 @@ def test_a_shard_left_by_more_workers_is_delivered_after_a_restart_with_fewer(
             points = influxdb1_points(server, "mydb", "mem")
         finally:
             assert 0 == restarted.stop()
+        # Delivered once is enough: the next start has nothing left over to drain.
+        again = start_gateway(tmp_path, "-c", str(config), "--workers", "1")
+        try:
+            assert children(again.process.pid) == []  # one process, no supervisor
+            assert "leftover" not in again.stderr()
+        finally:
+            assert 0 == again.stop()
     assert sorted(fields["used"] for _, fields, _ in points) == list(range(40))

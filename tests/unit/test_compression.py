@@ -1,0 +1,77 @@
+"""The two gzip codecs (ISA-L through `isal`, and zlib) are interchangeable, and gunzip keeps
+its limits with either: same output, same errors, same refusals."""
+
+from __future__ import annotations
+
+import gzip
+import zlib
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from gateway.compression import CODEC, ISAL, ZLIB, Codec
+from gateway.http.body import BadBody, BodyTooLarge, gunzip
+
+assert ISAL is not None, "the test extra installs isal: run .ci/run or pip install -e '.[test]'"
+CODECS = [ZLIB, ISAL]
+bodies = st.binary(max_size=20_000) | st.text(max_size=5_000).map(str.encode)
+
+
+def test_the_gateway_uses_isal_when_installed() -> None:
+    assert CODEC is ISAL
+
+
+@given(bodies, st.sampled_from([1, 2]))
+def test_each_decodes_what_the_other_encodes(data: bytes, level: int) -> None:
+    for encoder in CODECS:
+        packed = encoder.compress(data, level)
+        assert gzip.decompress(packed) == data  # standard gzip
+        for decoder in CODECS:
+            assert gunzip(packed, 10**6, decoder) == data
+
+
+@given(st.lists(bodies, min_size=1, max_size=4))
+def test_multi_member_bodies(parts: list[bytes]) -> None:
+    packed = b"".join(gzip.compress(p) for p in parts)
+    for codec in CODECS:
+        assert gunzip(packed, 10**6, codec) == b"".join(parts)
+
+
+@pytest.mark.parametrize("codec", CODECS, ids=lambda c: c.name)
+def test_limits_and_damage_are_refused_alike(codec: Codec) -> None:
+    bomb = gzip.compress(b"\0" * 5_000_000)
+    with pytest.raises(BodyTooLarge):
+        gunzip(bomb, 1_000_000, codec)
+    assert len(gunzip(bomb, 5_000_000, codec)) == 5_000_000  # exactly at the limit is fine
+    whole = gzip.compress(b"cpu v=1 1\n" * 1000)
+    with pytest.raises(BadBody, match="truncated"):
+        gunzip(whole[:-12], 10**6, codec)
+    damaged = whole[:20] + bytes(b ^ 0xFF for b in whole[20:60]) + whole[60:]
+    with pytest.raises(BadBody, match="corrupt gzip body"):
+        gunzip(damaged, 10**6, codec)
+    with pytest.raises(BadBody, match="corrupt gzip body"):
+        gunzip(b"not gzip at all", 10**6, codec)
+    assert gunzip(whole + b"\0" * 10, 10**6, codec) == b"cpu v=1 1\n" * 1000  # zero padding
+
+
+@given(st.binary(min_size=1, max_size=2000))
+def test_garbage_gets_the_same_verdict_from_both(garbage: bytes) -> None:
+    """Arbitrary bytes: both accept with the same output, or both refuse."""
+    verdicts = []
+    for codec in CODECS:
+        try:
+            verdicts.append(("ok", gunzip(b"\x1f\x8b\x08\x00" + garbage, 10**6, codec)))
+        except (BadBody, BodyTooLarge) as e:
+            verdicts.append((type(e).__name__, b""))
+    assert verdicts[0][0] == verdicts[1][0] and verdicts[0][1] == verdicts[1][1]
+
+
+def test_zlib_can_be_forced(monkeypatch: pytest.MonkeyPatch) -> None:
+    from gateway import compression
+
+    monkeypatch.setenv("INFLUX_GATEWAY_ZLIB", "1")
+    assert compression._isal() is None
+    monkeypatch.delenv("INFLUX_GATEWAY_ZLIB")
+    assert compression._isal() is not None
+    assert zlib.decompress(ZLIB.compress(b"x"), compression.GZIP_WBITS) == b"x"
