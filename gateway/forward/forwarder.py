@@ -184,12 +184,10 @@ class Forwarder:
 
     async def _send_in_order(self, batches: list[Batch]) -> None:
         try:
-            for i, batch in enumerate(batches):
-                if self.config.gzip and i + 1 < len(batches):  # gzip the next one meanwhile
-                    following = batches[i + 1]
-                    following.prepared = asyncio.ensure_future(
-                        self._client.prepare(following.body())
-                    )
+            if self.config.gzip:  # compress them all at once (in threads), send one by one
+                for batch in batches:
+                    batch.prepared = asyncio.ensure_future(self._client.prepare(batch.body()))
+            for batch in batches:
                 await self.deliver(batch)
         finally:
             for batch in batches:
