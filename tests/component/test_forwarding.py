@@ -390,7 +390,7 @@ async def test_health_fails_for_the_upstream_filling_the_buffer(start: Any, tmp_
 async def test_gzip_batches_of_one_database_arrive_in_order_and_whole(
     start: Any, fake: FakeUpstream, tmp_path: Path
 ) -> None:
-    """With gzip on, the next batch is compressed while one is in flight: still one database's
+    """With gzip on, the batches of a window are compressed ahead of sending: still one database's
     batches arrive one after another, in order, each whole; a retried batch is resent as is."""
     config = config_for(tmp_path, [("up", fake.url, "batch_max_lines = 5")])
     text = (tmp_path / "gw.toml").read_text().replace("gzip = false", "gzip = true")
@@ -413,7 +413,7 @@ async def test_gzip_batches_of_one_database_arrive_in_order_and_whole(
     for i in range(6):
         assert 204 == await gw.write(lines(5, start=5 * i))
     got = await fake.wait_for_lines(35, timeout=10)  # 30 lines + the retried batch of 5
-    assert prepared  # some batch was compressed while the one before it was in flight
+    assert prepared  # batches were compressed ahead, not by write() itself
     assert all(r.headers["Content-Encoding"] == "gzip" for r in fake.requests)
     assert all(len(r.lines()) == 5 for r in fake.requests)
     batches = [r.lines() for r in fake.requests]
