@@ -8,9 +8,14 @@ rest counted under "other".
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import logging
+import os
+import queue
 import sys
-from typing import Any
+import threading
+from typing import Any, BinaryIO, cast
 
 import orjson
 import structlog
@@ -180,6 +185,73 @@ class Metrics:
         self.upstream_up.labels(upstream).set(1)
 
 
+class BackgroundWriter:
+    """A binary stream whose writes go to `target` from a thread of their own, in order.
+
+    One log line per request must not stall the event loop: a write to a log file can block
+    for milliseconds while the file system commits the journal for the write-ahead log's
+    fsyncs (seen as /ping stalls under load). Lines are queued and written by a thread, which
+    flushes whenever the queue runs empty; `close()` (also at exit) writes what is queued.
+    The thread is started by the first write in each process, so a forked worker has its own.
+    """
+
+    def __init__(self, target: BinaryIO) -> None:
+        self._target = target
+        self._queue: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._pid = -1
+        self._lock = threading.Lock()
+
+    def write(self, data: bytes) -> int:
+        if self._pid != os.getpid():
+            self._start()
+        self._queue.put(bytes(data))
+        return len(data)
+
+    def flush(self) -> None:
+        """Nothing to do here: the writer thread flushes as soon as it has caught up."""
+
+    def close(self) -> None:
+        """Write everything queued, then stop the thread."""
+        thread = self._thread
+        if thread is not None and self._pid == os.getpid() and thread.is_alive():
+            self._queue.put(None)
+            thread.join(timeout=5)
+
+    def _start(self) -> None:
+        with self._lock:
+            if self._pid == os.getpid():
+                return
+            self._queue = queue.SimpleQueue()  # a forked child: the parent's queue is not ours
+            self._thread = threading.Thread(target=self._run, name="log-writer", daemon=True)
+            self._pid = os.getpid()
+            self._thread.start()
+            atexit.register(self.close)
+
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                break
+            try:
+                self._target.write(item)
+                if self._queue.empty():
+                    self._target.flush()
+            except (OSError, ValueError):  # stderr closed: nothing can be logged any more
+                pass
+        with contextlib.suppress(OSError, ValueError):
+            self._target.flush()
+
+
+_WRITER: BackgroundWriter | None = None
+
+
+def flush_logs() -> None:
+    """Write out every queued log line now (before os._exit, which skips atexit)."""
+    if _WRITER is not None:
+        _WRITER.close()
+
+
 def configure_logging(level: str = "info", fmt: str = "auto") -> None:
     """structlog: JSON lines when stderr is not a terminal (or fmt="json"), console otherwise."""
     use_json = fmt == "json" or (fmt == "auto" and not sys.stderr.isatty())
@@ -193,7 +265,9 @@ def configure_logging(level: str = "info", fmt: str = "auto") -> None:
             structlog.processors.format_exc_info,
             structlog.processors.JSONRenderer(serializer=orjson.dumps),
         ]
-        factory: Any = structlog.BytesLoggerFactory(sys.stderr.buffer)
+        global _WRITER
+        _WRITER = BackgroundWriter(sys.stderr.buffer)
+        factory: Any = structlog.BytesLoggerFactory(cast(BinaryIO, _WRITER))
     else:
         processors.append(structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty()))
         factory = structlog.PrintLoggerFactory(sys.stderr)

@@ -40,6 +40,7 @@ from gateway.allocator import freeze_startup_objects
 from gateway.config import Config
 from gateway.destinations import build_wal
 from gateway.errors import StartupError
+from gateway.observability import flush_logs
 
 log = structlog.get_logger("gateway")
 
@@ -156,6 +157,7 @@ def _fork(
     except BaseException:
         traceback.print_exc()
     finally:
+        flush_logs()
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(code)
