@@ -217,6 +217,7 @@ class BackgroundWriter:
         if thread is not None and self._pid == os.getpid() and thread.is_alive():
             self._queue.put(None)
             thread.join(timeout=5)
+        self._pid = -1  # a later write starts a new thread
 
     def _start(self) -> None:
         with self._lock:

@@ -107,6 +107,7 @@ def supervise(config: Config, run_worker: Callable[[Config, WorkerSet, bool], in
     previous = {
         s: signal.signal(s, forward) for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
     }
+    flush_logs()  # no log thread may be mid-write (holding stderr's lock) at the fork
     sys.stdout.flush()
     sys.stderr.flush()
     freeze_startup_objects()  # the workers share these pages instead of copying them
