@@ -173,3 +173,14 @@ def test_a_shard_left_by_more_workers_is_delivered_after_a_restart_with_fewer(
         finally:
             assert 0 == again.stop()
     assert sorted(fields["used"] for _, fields, _ in points) == list(range(40))
+
+
+def test_sighup_to_the_supervisor_reloads_the_policy_in_every_worker(tmp_path: Path) -> None:
+    with running(tmp_path, "--workers", "2") as gateway:
+        wait_until(lambda: len(children(gateway.process.pid)) == 2, 10, "two workers")
+        gateway.process.send_signal(signal.SIGHUP)
+        wait_until(
+            lambda: gateway.stderr().count('"trigger":"SIGHUP"') == 2, 10, "two SIGHUP reloads"
+        )
+        assert gateway.process.poll() is None
+        assert 0 == gateway.stop()
