@@ -184,3 +184,58 @@ def test_sighup_to_the_supervisor_reloads_the_policy_in_every_worker(tmp_path: P
         )
         assert gateway.process.poll() is None
         assert 0 == gateway.stop()
+
+
+@pytest.mark.slow
+def test_kill_9_of_every_process_under_load_loses_no_acknowledged_line(tmp_path: Path) -> None:
+    """Two workers under load, then kill -9 of the supervisor and both workers at once; after
+    a restart, every line that got a 204 from either worker reaches the real upstream."""
+    import threading
+
+    from tests.realservers import influxdb1_query
+
+    with influxdb1(tmp_path / "influx") as server:
+        influxdb1_create_database(server, "telegraf")
+        config = tmp_path / "gateway.toml"
+        config.write_text(
+            f'[[upstreams]]\nname = "influx"\nurl = "{server.url}"\napi = "v1"\n'
+            'flush_interval = "100ms"\nretry_max_delay = "500ms"\n'
+        )
+        gateway = start_gateway(tmp_path, "-c", str(config), "--workers", "2")
+        wait_until(lambda: len(children(gateway.process.pid)) == 2, 10, "two workers")
+        acknowledged: list[int] = []
+        lock = threading.Lock()
+        stop = threading.Event()
+
+        def writer(worker: int) -> None:
+            n = 0
+            while not stop.is_set() and n < 2000:
+                ids = [worker * 1_000_000 + n * 10 + k for k in range(10)]
+                body = "".join(f"load,w={worker} id={i}i {T0 + i}\n" for i in ids).encode()
+                if gateway.write("/api/v2/write?bucket=telegraf", body) == 204:
+                    with lock:
+                        acknowledged.extend(ids)
+                n += 1
+
+        threads = [threading.Thread(target=writer, args=(w,)) for w in range(4)]
+        for thread in threads:
+            thread.start()
+        time.sleep(1.5)
+        for pid in [gateway.process.pid, *children(gateway.process.pid)]:
+            os.kill(pid, signal.SIGKILL)
+        gateway.process.wait(timeout=10)
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=30)
+        assert len(acknowledged) > 100
+        assert (gateway.data_dir / "buffer.worker-1").is_dir()  # both shards took writes
+        restarted = start_gateway(tmp_path, "-c", str(config), "--workers", "2")
+        try:
+
+            def delivered() -> set[int]:
+                rows = influxdb1_query(server, "telegraf", 'SELECT "id" FROM "load"')
+                return {int(row["id"]) for row in rows}  # type: ignore[call-overload]
+
+            wait_until(lambda: set(acknowledged) <= delivered(), 30, "every acknowledged line")
+        finally:
+            assert 0 == restarted.stop()
