@@ -9,6 +9,7 @@ import socket
 import ssl
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -134,3 +135,36 @@ def fixture_running_gateway(tmp_path: Path) -> Iterator[RunningGateway]:
     """A real gateway process on the embedded default (local store), stopped afterwards."""
     with running(tmp_path) as gateway:
         yield gateway
+
+
+class WriteLoad:
+    """Writer threads POSTing 10-line batches of distinct ids (`load,w=N id=<id>i`) to a
+    gateway until stopped; `acknowledged` holds the ids of every batch that got a 204."""
+
+    def __init__(self, gateway: RunningGateway, t0: int, writers: int = 4) -> None:
+        self.acknowledged: list[int] = []
+        self._gateway = gateway
+        self._t0 = t0
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._run, args=(w,)) for w in range(writers)]
+
+    def __enter__(self) -> WriteLoad:
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=30)
+
+    def _run(self, worker: int) -> None:
+        n = 0
+        while not self._stop.is_set() and n < 2000:
+            ids = [worker * 1_000_000 + n * 10 + k for k in range(10)]
+            body = "".join(f"load,w={worker} id={i}i {self._t0 + i} \n" for i in ids).encode()
+            if self._gateway.write("/api/v2/write?bucket=telegraf", body) == 204:
+                with self._lock:
+                    self.acknowledged.extend(ids)
+            n += 1

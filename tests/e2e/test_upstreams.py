@@ -4,14 +4,13 @@ influxdb-client library, read back from each server point by point; and kill -9 
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import RunningGateway, cli, start_gateway
+from tests.e2e.conftest import RunningGateway, WriteLoad, cli, start_gateway
 from tests.realservers import (
     RealServer,
     free_port,
@@ -145,29 +144,11 @@ def test_kill_9_under_load_delivers_every_acknowledged_line(
     a 204 reaches the real upstream (duplicates allowed, loss never)."""
     config = write_config(tmp_path, upstream("influx", influx.url, "v1"))
     gateway = gateway_with(tmp_path, config)
-    acknowledged: list[int] = []
-    lock = threading.Lock()
-    stop = threading.Event()
-
-    def writer(worker: int) -> None:
-        n = 0
-        while not stop.is_set() and n < 2000:
-            ids = [worker * 1_000_000 + n * 10 + k for k in range(10)]
-            body = "".join(f"load,w={worker} id={i}i {T0 + i} \n" for i in ids).encode()
-            if gateway.write("/api/v2/write?bucket=telegraf", body) == 204:
-                with lock:
-                    acknowledged.extend(ids)
-            n += 1
-
-    threads = [threading.Thread(target=writer, args=(w,)) for w in range(4)]
-    for thread in threads:
-        thread.start()
-    time.sleep(1.5)
-    gateway.process.kill()  # SIGKILL, mid-load
-    gateway.process.wait(timeout=10)
-    stop.set()
-    for thread in threads:
-        thread.join(timeout=30)
+    with WriteLoad(gateway, T0) as load:
+        time.sleep(1.5)
+        gateway.process.kill()  # SIGKILL, mid-load
+        gateway.process.wait(timeout=10)
+    acknowledged = load.acknowledged
     assert len(acknowledged) > 100
     restarted = gateway_with(tmp_path, config)
     try:

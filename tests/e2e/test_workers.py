@@ -16,7 +16,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import RunningGateway, cli, free_port, running, start_gateway
+from tests.e2e.conftest import (
+    RunningGateway,
+    WriteLoad,
+    cli,
+    free_port,
+    running,
+    start_gateway,
+)
 from tests.realservers import influxdb1, influxdb1_create_database, influxdb1_points
 
 T0 = (time.time_ns() // 10**9 - 600) * 10**9
@@ -190,8 +197,6 @@ def test_sighup_to_the_supervisor_reloads_the_policy_in_every_worker(tmp_path: P
 def test_kill_9_of_every_process_under_load_loses_no_acknowledged_line(tmp_path: Path) -> None:
     """Two workers under load, then kill -9 of the supervisor and both workers at once; after
     a restart, every line that got a 204 from either worker reaches the real upstream."""
-    import threading
-
     from tests.realservers import influxdb1_query
 
     with influxdb1(tmp_path / "influx") as server:
@@ -203,30 +208,12 @@ def test_kill_9_of_every_process_under_load_loses_no_acknowledged_line(tmp_path:
         )
         gateway = start_gateway(tmp_path, "-c", str(config), "--workers", "2")
         wait_until(lambda: len(children(gateway.process.pid)) == 2, 10, "two workers")
-        acknowledged: list[int] = []
-        lock = threading.Lock()
-        stop = threading.Event()
-
-        def writer(worker: int) -> None:
-            n = 0
-            while not stop.is_set() and n < 2000:
-                ids = [worker * 1_000_000 + n * 10 + k for k in range(10)]
-                body = "".join(f"load,w={worker} id={i}i {T0 + i}\n" for i in ids).encode()
-                if gateway.write("/api/v2/write?bucket=telegraf", body) == 204:
-                    with lock:
-                        acknowledged.extend(ids)
-                n += 1
-
-        threads = [threading.Thread(target=writer, args=(w,)) for w in range(4)]
-        for thread in threads:
-            thread.start()
-        time.sleep(1.5)
-        for pid in [gateway.process.pid, *children(gateway.process.pid)]:
-            os.kill(pid, signal.SIGKILL)
-        gateway.process.wait(timeout=10)
-        stop.set()
-        for thread in threads:
-            thread.join(timeout=30)
+        with WriteLoad(gateway, T0) as load:
+            time.sleep(1.5)
+            for pid in [gateway.process.pid, *children(gateway.process.pid)]:
+                os.kill(pid, signal.SIGKILL)
+            gateway.process.wait(timeout=10)
+        acknowledged = load.acknowledged
         assert len(acknowledged) > 100
         assert (gateway.data_dir / "buffer.worker-1").is_dir()  # both shards took writes
         restarted = start_gateway(tmp_path, "-c", str(config), "--workers", "2")
