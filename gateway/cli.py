@@ -410,7 +410,7 @@ def buffer_group() -> None:
 @config_options
 def buffer_status(as_json: bool, config_file: str | None, data_dir: str | None) -> None:
     """Per upstream: pending records/bytes, oldest pending age, dead letters."""
-    from gateway.destinations import build_wal, deadletter_dir
+    from gateway.destinations import build_wal
     from gateway.forward import deadletter
     from gateway.forward.storesink import STORE_CONSUMER
 
@@ -438,7 +438,7 @@ def buffer_status(as_json: bool, config_file: str | None, data_dir: str | None) 
             wal.open()
             for name, row in zip(names, rows, strict=True):
                 status = wal.status(name)
-                letters = deadletter.list_letters(deadletter_dir(shard), name)
+                letters = deadletter.list_letters(shard.deadletter_path, name)
                 row["pending_records"] += status.pending_records
                 row["pending_bytes"] += status.pending_bytes
                 if status.oldest_pending_ns is not None:
@@ -537,7 +537,6 @@ def deadletter_list(
     """List dead letters: when, where, why, how many lines."""
     from dataclasses import asdict
 
-    from gateway.destinations import deadletter_dir
     from gateway.forward import deadletter
 
     config = load(config_file, data_dir)
@@ -546,7 +545,7 @@ def deadletter_list(
         letters = [
             letter
             for shard in config.shards()
-            for letter in deadletter.list_letters(deadletter_dir(shard), upstream)
+            for letter in deadletter.list_letters(shard.deadletter_path, upstream)
         ]
         letters.sort(key=lambda x: x.time)
     except StorageError as e:
@@ -568,14 +567,13 @@ def deadletter_list(
 @config_options
 def deadletter_replay(upstream: str | None, config_file: str | None, data_dir: str | None) -> None:
     """Send dead letters to their upstream again (now if the gateway runs, else at its start)."""
-    from gateway.destinations import deadletter_dir
     from gateway.forward import deadletter
 
     config = load(config_file, data_dir)
     _known_upstream(config, upstream)
     try:
         count = sum(
-            deadletter.queue_replay(deadletter_dir(shard), upstream) for shard in config.shards()
+            deadletter.queue_replay(shard.deadletter_path, upstream) for shard in config.shards()
         )
     except StorageError as e:
         fail(str(e), 1)
@@ -587,13 +585,12 @@ def deadletter_replay(upstream: str | None, config_file: str | None, data_dir: s
 @config_options
 def deadletter_purge(upstream: str | None, config_file: str | None, data_dir: str | None) -> None:
     """Delete dead letters."""
-    from gateway.destinations import deadletter_dir
     from gateway.forward import deadletter
 
     config = load(config_file, data_dir)
     _known_upstream(config, upstream)
     try:
-        count = sum(deadletter.purge(deadletter_dir(shard), upstream) for shard in config.shards())
+        count = sum(deadletter.purge(shard.deadletter_path, upstream) for shard in config.shards())
     except StorageError as e:
         fail(str(e), 1)
     click.echo(f"purged {count} dead letter(s)", err=True)

@@ -14,7 +14,6 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import aiohttp
 import structlog
@@ -34,12 +33,6 @@ from gateway.store import LocalStore
 log = structlog.get_logger("gateway")
 METRICS_INTERVAL_S = 2.0
 NEARLY_FULL = 0.9  # an upstream holding this share of buffer.max_bytes fails its health check
-DEADLETTER_DIR = "deadletter"
-
-
-def deadletter_dir(config: Config) -> Path:
-    """Where dead letters are kept."""
-    return config.deadletter_path
 
 
 def wal_consumers(config: Config) -> list[Consumer]:
@@ -154,7 +147,7 @@ class Destinations:
                 client=client,
                 router=self._router,
                 metrics=self._metrics,
-                deadletter_dir=deadletter_dir(self.config),
+                deadletter_dir=self.config.deadletter_path,
             )
             self.forwarders[up.name] = forwarder
             self._tasks.append(asyncio.create_task(forwarder.run(), name=f"forward:{up.name}"))

@@ -16,7 +16,6 @@ from pathlib import Path
 import aiohttp
 
 from gateway.config import Config, UpstreamConfig
-from gateway.destinations import deadletter_dir
 from gateway.forward import deadletter
 from gateway.forward.decide import decide
 from gateway.forward.upstream import UpstreamClient, load_token
@@ -149,7 +148,7 @@ async def _send(
         report.deadlettered += len(bad)
         data = b"".join(line + b"\n" for line in bad)
         deadletter.append(
-            deadletter_dir(config),
+            config.deadletter_path,
             deadletter.refused(
                 upstream.name, chunk.database, chunk.precision, response, decision, data, len(bad)
             ),
