@@ -161,8 +161,8 @@ class SegmentWriter:
                 for head, payload in encoded:
                     frames += (head, payload)
                     sizes.append(len(head) + len(payload))
+                    total += sizes[-1]
                 written.extend(records)
-                total += sum(sizes[len(sizes) - len(encoded) :])
                 ends.append(total)
             start = self._size
             try:
