@@ -10,7 +10,6 @@ it; without it, or with INFLUX_GATEWAY_ZLIB=1, zlib is used.
 
 from __future__ import annotations
 
-import gzip
 import os
 import types
 import zlib
@@ -42,8 +41,6 @@ class Codec:
 
     def compress(self, data: bytes, level: int = 1) -> bytes:
         """`data` as one gzip member (no file name, time 0)."""
-        if self.module is zlib:
-            return gzip.compress(data, level, mtime=0)
         encoder = self.module.compressobj(level, zlib.DEFLATED, GZIP_WBITS)
         return encoder.compress(data) + encoder.flush()  # type: ignore[no-any-return]
 

@@ -170,7 +170,7 @@ class UpstreamClient:
     async def prepare(self, body: bytes) -> bytes | None:
         """The body as it goes on the wire, when that takes work (gzip); None when it does not.
 
-        Lets a caller compress the next batch while this one is in flight (pass it to `write`).
+        Lets a caller compress batches ahead, while others are in flight (pass it to `write`).
         """
         return await compress(body) if self._config.gzip else None
 
