@@ -4,7 +4,7 @@ A frame is::
 
     magic  u8     FRAME_MAGIC (0xC1: format version 1; a zero-filled tail never looks valid)
     length u32    bytes after the 9-byte prefix (header + strings + payload)
-    crc    u32    zlib.crc32 over magic+length, then header, strings and payload
+    crc    u32    CRC-32 (zlib's) over magic+length, then header, strings and payload
     header        struct "<qqqIBHH": received_ns, min_time_ns, max_time_ns, lines,
                   precision code, len(database), len(token)
     database      utf-8
@@ -19,9 +19,10 @@ it was given. `next_frame_size` lets a chunked reader tell "need more bytes" fro
 from __future__ import annotations
 
 import struct
-import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
+
+from gateway.compression import crc32
 
 FRAME_MAGIC = 0xC1
 _PREFIX = struct.Struct("<BII")  # magic, length, crc
@@ -91,7 +92,7 @@ def encode_parts(record: Record) -> tuple[bytes, bytes]:
     if length > MAX_FRAME_BODY:
         raise ValueError(f"record of {length} bytes is larger than a frame can hold")
     checked = _LENGTH.pack(FRAME_MAGIC, length)
-    crc = zlib.crc32(record.payload, zlib.crc32(meta, zlib.crc32(checked)))
+    crc = crc32(record.payload, crc32(meta, crc32(checked, 0)))
     return b"".join((checked, _CRC.pack(crc), meta)), record.payload
 
 
@@ -123,7 +124,7 @@ def decode_stream(buf: bytes | memoryview, offset: int = 0) -> Iterator[tuple[in
         if magic != FRAME_MAGIC or end > size:
             return
         body = view[offset + PREFIX_SIZE : end]
-        if zlib.crc32(body, zlib.crc32(view[offset : offset + _LENGTH.size])) != crc:
+        if crc32(body, crc32(view[offset : offset + _LENGTH.size], 0)) != crc:
             return
         record = _decode_body(body)
         if record is None:

@@ -50,7 +50,7 @@ class Batch:
     prepared: asyncio.Task[bytes | None] | None = None  # the wire body, made in advance
 
     def body(self) -> bytes:
-        """The request body."""
+        """The request body in one piece (sending uses the payloads as they are)."""
         return self.payloads[0] if len(self.payloads) == 1 else b"".join(self.payloads)
 
 
@@ -186,7 +186,7 @@ class Forwarder:
         try:
             if self.config.gzip:  # compress them all at once (in threads), send one by one
                 for batch in batches:
-                    batch.prepared = asyncio.ensure_future(self._client.prepare(batch.body()))
+                    batch.prepared = asyncio.ensure_future(self._client.prepare(batch.payloads))
             for batch in batches:
                 await self.deliver(batch)
         finally:
@@ -206,7 +206,7 @@ class Forwarder:
             async with self._semaphore:
                 started = time.perf_counter()
                 response = await self._client.write(
-                    batch.database, batch.precision, batch.body(), prepared=prepared
+                    batch.database, batch.precision, batch.payloads, prepared=prepared
                 )
                 elapsed = time.perf_counter() - started
             status = "error" if response.status is None else str(response.status)

@@ -22,11 +22,13 @@ from __future__ import annotations
 import asyncio
 import base64
 import ssl
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Final
 
 import aiohttp
+import aiohttp.payload
+from aiohttp.abc import AbstractStreamWriter
 
 from gateway import __version__
 from gateway.compression import CODEC
@@ -133,11 +135,49 @@ def write_params(config: UpstreamConfig, database: str, precision: str) -> dict[
     return {"db": database, "precision": spelled}
 
 
-async def compress(body: bytes) -> bytes:
+Body = bytes | Sequence[bytes]  # a request body, or the parts it is made of (never joined)
+
+
+def body_size(body: Body) -> int:
+    """Bytes in a body."""
+    return len(body) if isinstance(body, bytes) else sum(map(len, body))
+
+
+async def compress(body: Body) -> bytes:
     """Gzip a body; large ones in a thread so the event loop keeps serving."""
-    if len(body) > GZIP_IN_THREAD_BYTES:
+    if body_size(body) > GZIP_IN_THREAD_BYTES:
         return await asyncio.to_thread(CODEC.compress, body, GZIP_LEVEL)
     return CODEC.compress(body, GZIP_LEVEL)
+
+
+class PartsPayload(aiohttp.payload.Payload):
+    """A request body made of several bytes objects, written one after the other: a batch of
+    megabyte records goes out without being copied into one buffer on the event loop."""
+
+    _value: Sequence[bytes]
+    _autoclose = True  # in memory: nothing to close, and it can be sent again
+
+    def __init__(self, parts: Sequence[bytes]) -> None:
+        super().__init__(parts, content_type=CONTENT_TYPE)
+        self._size = self._total = body_size(parts)
+
+    def decode(self, encoding: str = "utf-8", errors: str = "strict") -> str:
+        return b"".join(self._value).decode(encoding, errors)
+
+    async def write(self, writer: AbstractStreamWriter) -> None:
+        await self.write_with_length(writer, None)
+
+    async def write_with_length(
+        self, writer: AbstractStreamWriter, content_length: int | None
+    ) -> None:
+        remaining = self._total if content_length is None else content_length
+        for part in self._value:
+            if remaining <= 0:
+                return
+            if len(part) > remaining:
+                part = part[:remaining]
+            remaining -= len(part)
+            await writer.write(part)
 
 
 class UpstreamClient:
@@ -167,7 +207,7 @@ class UpstreamClient:
             headers["Authorization"] = self._auth
         return headers
 
-    async def prepare(self, body: bytes) -> bytes | None:
+    async def prepare(self, body: Body) -> bytes | None:
         """The body as it goes on the wire, when that takes work (gzip); None when it does not.
 
         Lets a caller compress batches ahead, while others are in flight (pass it to `write`).
@@ -175,7 +215,7 @@ class UpstreamClient:
         return await compress(body) if self._config.gzip else None
 
     async def write(
-        self, database: str, precision: str, body: bytes, *, prepared: bytes | None = None
+        self, database: str, precision: str, body: Body, *, prepared: bytes | None = None
     ) -> UpstreamResponse:
         """Send one batch; every failure comes back as a value, never as an exception.
 
@@ -186,13 +226,18 @@ class UpstreamClient:
         """
         params = write_params(self._config, database, precision)
         headers = self._headers(CONTENT_TYPE)
+        data: bytes | PartsPayload
         if self._config.gzip:
-            body = prepared if prepared is not None else await compress(body)
+            data = prepared if prepared is not None else await compress(body)
             headers["Content-Encoding"] = "gzip"
+        elif isinstance(body, bytes):
+            data = body
+        else:
+            data = body[0] if len(body) == 1 else PartsPayload(body)
         url = self._base + WRITE_PATHS[self._config.api]
         try:
             async with self._session.post(
-                url, params=params, data=body, headers=headers, timeout=self._timeout, ssl=self._ssl
+                url, params=params, data=data, headers=headers, timeout=self._timeout, ssl=self._ssl
             ) as response:
                 raw = await _read_at_most(response.content, MAX_ERROR_BODY)
                 return UpstreamResponse(

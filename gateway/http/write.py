@@ -202,7 +202,7 @@ async def _process(request: web.Request, api: Api) -> web.Response:
         if not empty.admitted:
             raise _rate_limited(identity, empty, None)
     try:
-        raw = await read_body(request, server.read_timeout)
+        raw = await read_body(request, server.read_timeout, server.max_body_bytes)
     except web.HTTPRequestEntityTooLarge:
         raise _too_large(server.max_body_bytes) from None
     except TimeoutError:

@@ -212,6 +212,27 @@ async def test_gzip_off_sends_plain_body(fake: FakeUpstream, make_client: MakeCl
     assert (BODY, None) == (request.raw_body, request.headers.get("Content-Encoding"))
 
 
+@pytest.mark.parametrize("gzip_on", [False, True], ids=["plain", "gzip"])
+async def test_a_body_in_parts_goes_out_as_their_concatenation(
+    fake: FakeUpstream, make_client: MakeClient, gzip_on: bool
+) -> None:
+    """A batch handed over as its records' payloads (never joined): the upstream gets exactly
+    their concatenation, with a Content-Length; a retry sends the same bytes again."""
+    parts = [
+        b"".join(b"cpu,host=h%d v=%di 1700000000\n" % (i, j * 1000 + i) for i in range(n))
+        for j, n in enumerate([1, 9000, 30, 7000])
+    ]
+    fake.script(Step(503), Step(204))
+    client = make_client(gzip=gzip_on)
+    assert 503 == (await client.write("db", "ns", parts)).status
+    assert 204 == (await client.write("db", "ns", parts)).status
+    for request in fake.requests:
+        assert b"".join(parts) == request.body
+        assert str(len(request.raw_body)) == request.headers["Content-Length"]
+        assert ("gzip" if gzip_on else None) == request.headers.get("Content-Encoding")
+        assert "text/plain; charset=utf-8" == request.headers["Content-Type"]
+
+
 async def test_fake_collects_lines(fake: FakeUpstream, make_client: MakeClient) -> None:
     """The fake's line list is every received line, in order, across requests."""
     client = make_client()

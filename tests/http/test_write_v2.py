@@ -244,6 +244,37 @@ async def test_raw_body_too_large(gateway: Any) -> None:
     assert "request too large" == (await response.json())["code"]
 
 
+async def _chunks(parts: list[bytes]) -> Any:
+    for part in parts:
+        yield part
+
+
+async def test_chunked_body_is_read_whole(gateway: Any) -> None:
+    """A body sent with Transfer-Encoding: chunked (no Content-Length), split mid-line: every
+    line arrives, in order."""
+    client = await gateway()
+    body = b"".join(f"cpu,host=h{i} v={i}i {T + i}\n".encode() for i in range(2000))
+    parts = [body[i : i + 997] for i in range(0, len(body), 997)]
+    response = await client.post(
+        "/api/v2/write?bucket=mydb", data=_chunks(parts), headers=auth(WRITER)
+    )
+    assert 204 == response.status
+    assert body == exported(client, "mydb")
+
+
+async def test_chunked_body_too_large(gateway: Any) -> None:
+    """A chunked body (no Content-Length to refuse it early) that goes above max_body_bytes:
+    413, nothing stored."""
+    client = await gateway(max_body_bytes=10_000)
+    parts = [f"c v={i}i {T}\n".encode() * 50 for i in range(40)]
+    response = await client.post(
+        "/api/v2/write?bucket=mydb", data=_chunks(parts), headers=auth(WRITER)
+    )
+    assert 413 == response.status
+    assert "request too large" == (await response.json())["code"]
+    assert b"" == exported(client, "mydb")
+
+
 async def test_gzip_bomb(gateway: Any) -> None:
     """A small gzip body that inflates above max_body_bytes: 413, nothing stored."""
     client = await gateway(max_body_bytes=100_000)

@@ -75,3 +75,22 @@ def test_zlib_can_be_forced(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("INFLUX_GATEWAY_ZLIB")
     assert compression._isal() is not None
     assert zlib.decompress(ZLIB.compress(b"x"), compression.GZIP_WBITS) == b"x"
+
+
+@given(st.binary(max_size=20_000), st.integers(0, 2**32 - 1), st.integers(0, 50))
+def test_crc32_is_zlibs_function_in_both(data: bytes, start: int, cut: int) -> None:
+    """The log's frame checksum: either codec computes zlib.crc32, from any start value and on
+    memoryview slices, so logs written with one are read with the other."""
+    view = memoryview(data)[min(cut, len(data)) :]
+    for codec in CODECS:
+        assert codec.crc32(data, start) == zlib.crc32(data, start)
+        assert codec.crc32(view, 0) == zlib.crc32(view)
+
+
+@given(st.lists(bodies, max_size=5))
+def test_compressing_parts_is_compressing_their_concatenation(parts: list[bytes]) -> None:
+    """A forwarded batch is compressed part by part, never joined: one member, same bytes."""
+    for codec in CODECS:
+        packed = codec.compress(parts, 1)
+        assert gzip.decompress(packed) == b"".join(parts)
+        assert gunzip(packed, 10**6, codec) == b"".join(parts)  # one member
