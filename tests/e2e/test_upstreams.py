@@ -5,6 +5,7 @@ influxdb-client library, read back from each server point by point; and kill -9 
 from __future__ import annotations
 
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -109,6 +110,53 @@ def test_mirror_to_influxdb1_and_victoria_metrics(
             for tags, fields, ts in expected
         ]
         assert vm_expected == vm_points(vm, "cpu")
+    finally:
+        assert 0 == gateway.stop()
+
+
+def test_plain_upstreams_get_batches_of_many_writes_exactly(
+    tmp_path: Path, influx: RealServer, vm: RealServer
+) -> None:
+    """gzip = false: a batch of many accepted writes goes out as their payloads one after the
+    other (never joined into one buffer); both real upstreams hold every point, exactly."""
+    tables = "".join(
+        f'[[upstreams]]\nname = "{name}"\nurl = "{url}"\napi = "{api}"\ngzip = false\n'
+        f'flush_interval = "1s"\nretry_max_delay = "500ms"\n'
+        for name, url, api in (("influx", influx.url, "v1"), ("vm", vm.url, "v2"))
+    )
+    gateway = gateway_with(tmp_path, write_config(tmp_path, tables))
+    try:
+        for w in range(40):  # 40 records of 25 lines, written faster than flush_interval
+            body = "".join(
+                f"disk,host=h{w},dev=d{i} used={w * 25 + i}i {T0 + (w * 25 + i) * 10**9}\n"
+                for i in range(25)
+            )
+            assert 204 == gateway.write("/api/v2/write?bucket=telegraf", body.encode())
+        expected = [
+            ({"dev": f"d{i}", "host": f"h{w}"}, {"used": w * 25 + i}, T0 + (w * 25 + i) * 10**9)
+            for w in range(40)
+            for i in range(25)
+        ]
+        wait_until(
+            lambda: len(influxdb1_points(influx, "telegraf", "disk")) == 1000, 15, "influx points"
+        )
+        assert expected == influxdb1_points(influx, "telegraf", "disk")
+        wait_until(lambda: len(vm_points(vm, "disk")) == 1000, 15, "victoria-metrics points")
+        vm_expected = [
+            (tags, {k: float(v) for k, v in fields.items()}, ts // 10**6)
+            for tags, fields, ts in expected
+        ]
+        assert vm_expected == vm_points(vm, "disk")
+        with urllib.request.urlopen(gateway.url + "/metrics", timeout=5) as response:
+            metrics = response.read().decode()
+        sent = [
+            float(line.rsplit(" ", 1)[1])
+            for line in metrics.splitlines()
+            if line.startswith("gateway_upstream_requests_total{")
+            and 'upstream="influx"' in line
+            and 'status="204"' in line
+        ]
+        assert len(sent) == 1 and 0 < sent[0] < 40  # batched: fewer requests than writes
     finally:
         assert 0 == gateway.stop()
 
