@@ -55,6 +55,42 @@ class Codec:
         return b"".join(out)
 
 
+class CorruptGzip(ValueError):
+    """Bytes that are not a complete gzip stream."""
+
+
+class InflatedTooLarge(ValueError):
+    """A gzip stream that inflates to more than the limit."""
+
+
+def gunzip(raw: bytes, max_bytes: int, codec: Codec | None = None) -> bytes:
+    """Inflate a (possibly multi-member) gzip stream, zero padding after it allowed; refuse
+    output above `max_bytes`. The one decoder for request bodies and for log frames stored as
+    gzip, so a body always inflates the same way twice."""
+    codec = codec or CODEC
+    parts: list[bytes] = []
+    total = 0
+    data = raw
+    while True:
+        decoder = codec.decompressobj()
+        try:
+            out = decoder.decompress(data, max_bytes - total + 1)
+        except codec.errors as e:
+            raise CorruptGzip(f"corrupt gzip body: {e}") from None
+        total += len(out)
+        if total > max_bytes or decoder.unconsumed_tail:
+            raise InflatedTooLarge(
+                f"decompressed body is larger than the limit of {max_bytes} bytes"
+            )
+        parts.append(out)
+        if not decoder.eof:
+            raise CorruptGzip("corrupt gzip body: unexpected end of stream (truncated)")
+        data = decoder.unused_data
+        if not data.strip(b"\x00"):
+            break
+    return parts[0] if len(parts) == 1 else b"".join(parts)
+
+
 ZLIB = Codec(zlib, "zlib")
 _found = _isal()
 ISAL: Codec | None = Codec(_found, "isal") if _found is not None else None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from gateway import compression
 from gateway.compression import CODEC, Codec
 
 
@@ -25,22 +26,9 @@ def check_encoding(header: str | None) -> str:
 
 def gunzip(raw: bytes, max_bytes: int, codec: Codec = CODEC) -> bytes:
     """Decompress a (possibly multi-member) gzip body; refuse output above max_bytes."""
-    parts: list[bytes] = []
-    total = 0
-    data = raw
-    while True:
-        decoder = codec.decompressobj()
-        try:
-            out = decoder.decompress(data, max_bytes - total + 1)
-        except codec.errors as e:
-            raise BadBody(f"corrupt gzip body: {e}") from None
-        total += len(out)
-        if total > max_bytes or decoder.unconsumed_tail:
-            raise BodyTooLarge(f"decompressed body is larger than the limit of {max_bytes} bytes")
-        parts.append(out)
-        if not decoder.eof:
-            raise BadBody("corrupt gzip body: unexpected end of stream (truncated)")
-        data = decoder.unused_data
-        if not data.strip(b"\x00"):
-            break
-    return parts[0] if len(parts) == 1 else b"".join(parts)
+    try:
+        return compression.gunzip(raw, max_bytes, codec)
+    except compression.InflatedTooLarge as e:
+        raise BodyTooLarge(str(e)) from None
+    except compression.CorruptGzip as e:
+        raise BadBody(str(e)) from None

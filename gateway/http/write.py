@@ -139,6 +139,10 @@ def _decode_and_validate(
         min_time_ns=result.min_time_ns or 0,
         max_time_ns=result.max_time_ns or 0,
         payload=result.body,
+        # every line accepted as it came: the log stores the client's gzip stream itself
+        stored_gzip=raw
+        if result.body is body and not result.rejected and raw is not body
+        else None,
     )
     return body, result, framed(record)
 

@@ -4,6 +4,7 @@ fan-out, overflow, restart from cursors."""
 from __future__ import annotations
 
 import asyncio
+import gzip
 import itertools
 import json
 import time
@@ -422,3 +423,33 @@ async def test_gzip_batches_of_one_database_arrive_in_order_and_whole(
     in_order = [b for i, b in enumerate(batches) if i == 0 or b != batches[i - 1]]
     assert [line for b in in_order for line in b] == lines(30).splitlines()
     assert got == [line for b in batches for line in b]
+
+
+async def test_gzip_bodies_are_logged_as_sent_and_forwarded_as_line_protocol(
+    start: Any, fake: FakeUpstream, tmp_path: Path
+) -> None:
+    """A gzip body whose lines are all accepted goes into the log as the client's gzip stream
+    (a fraction of the bytes on disk); one with a rejected line as its accepted lines. After a
+    restart (nothing in memory, every record read from the files) the upstream gets exactly
+    the line protocol of both."""
+    down = await start(config_for(tmp_path, [("up", "http://127.0.0.1:9", "")]))
+    whole = lines(2000)
+    gzip_headers = {**auth(WRITER), "Content-Encoding": "gzip"}
+    response = await down.client.post(
+        "/api/v2/write?bucket=mydb", data=gzip.compress(whole), headers=gzip_headers
+    )
+    assert 204 == response.status
+    partial = lines(3, start=5000) + b"cpu v=\n" + lines(2, start=6000)
+    response = await down.client.post(
+        "/api/v2/write?bucket=mydb", data=gzip.compress(partial), headers=gzip_headers
+    )
+    assert 400 == response.status  # partial write: the 5 good lines are stored
+    await down.client.close()
+    on_disk = sum(path.stat().st_size for path in (tmp_path / "data").rglob("*.seg"))
+    assert on_disk < len(whole) / 3
+
+    up = await start(config_for(tmp_path, [("up", fake.url, "")]))
+    expected = whole + lines(3, start=5000) + lines(2, start=6000)
+    assert expected.splitlines() == await fake.wait_for_lines(2005, timeout=10)
+    assert 204 == await up.write(lines(1, start=7000))
+    assert lines(1, start=7000).splitlines() == (await fake.wait_for_lines(2006, timeout=5))[-1:]
