@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 import pytest
@@ -73,6 +73,30 @@ def gateway_with(tmp_path: Path, config: Path) -> RunningGateway:
     return start_gateway(tmp_path, "-c", str(config))
 
 
+def assert_both_hold(
+    influx: RealServer,
+    vm: RealServer,
+    measurement: str,
+    expected: Sequence[tuple[Mapping[str, str], Mapping[str, float], int]],
+) -> None:
+    """The influxd database "telegraf" holds exactly `expected` (tags, fields, ns), and
+    VictoriaMetrics the same points as it stores them (float fields, ms timestamps)."""
+    wait_until(
+        lambda: len(influxdb1_points(influx, "telegraf", measurement)) == len(expected),
+        15,
+        "influx points",
+    )
+    assert expected == influxdb1_points(influx, "telegraf", measurement)
+    wait_until(
+        lambda: len(vm_points(vm, measurement)) == len(expected), 15, "victoria-metrics points"
+    )
+    vm_expected = [
+        (tags, {k: float(v) for k, v in fields.items()}, ts // 10**6)
+        for tags, fields, ts in expected
+    ]
+    assert vm_expected == vm_points(vm, measurement)
+
+
 def test_mirror_to_influxdb1_and_victoria_metrics(
     tmp_path: Path, influx: RealServer, vm: RealServer
 ) -> None:
@@ -100,16 +124,7 @@ def test_mirror_to_influxdb1_and_victoria_metrics(
             ({"host": f"h{i % 3}"}, {"count": i, "usage": i + 0.5}, T0 + i * 10**9)
             for i in range(30)
         ]
-        wait_until(
-            lambda: len(influxdb1_points(influx, "telegraf", "cpu")) == 30, 15, "influx points"
-        )
-        assert expected == influxdb1_points(influx, "telegraf", "cpu")
-        wait_until(lambda: len(vm_points(vm, "cpu")) == 30, 15, "victoria-metrics points")
-        vm_expected = [
-            (tags, {k: float(v) for k, v in fields.items()}, ts // 10**6)
-            for tags, fields, ts in expected
-        ]
-        assert vm_expected == vm_points(vm, "cpu")
+        assert_both_hold(influx, vm, "cpu", expected)
     finally:
         assert 0 == gateway.stop()
 
@@ -137,16 +152,7 @@ def test_plain_upstreams_get_batches_of_many_writes_exactly(
             for w in range(40)
             for i in range(25)
         ]
-        wait_until(
-            lambda: len(influxdb1_points(influx, "telegraf", "disk")) == 1000, 15, "influx points"
-        )
-        assert expected == influxdb1_points(influx, "telegraf", "disk")
-        wait_until(lambda: len(vm_points(vm, "disk")) == 1000, 15, "victoria-metrics points")
-        vm_expected = [
-            (tags, {k: float(v) for k, v in fields.items()}, ts // 10**6)
-            for tags, fields, ts in expected
-        ]
-        assert vm_expected == vm_points(vm, "disk")
+        assert_both_hold(influx, vm, "disk", expected)
         with urllib.request.urlopen(gateway.url + "/metrics", timeout=5) as response:
             metrics = response.read().decode()
         sent = [
