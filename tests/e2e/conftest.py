@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import os
 import re
 import signal
@@ -64,14 +65,14 @@ class RunningGateway:
         """Everything the process wrote on stderr so far."""
         return self.stderr_path.read_text(errors="replace")
 
-    def write(self, path: str, body: bytes) -> int:
-        """POST `body` to `path` with the admin token; the status (0: no answer)."""
-        request = urllib.request.Request(
-            self.url + path,
-            data=body,
-            headers={"Authorization": f"Token {self.token}"},
-            method="POST",
-        )
+    def write(self, path: str, body: bytes, *, gzipped: bool = False) -> int:
+        """POST `body` to `path` with the admin token, gzip-compressed when asked; the status
+        (0: no answer)."""
+        headers = {"Authorization": f"Token {self.token}"}
+        if gzipped:
+            body = gzip.compress(body)
+            headers["Content-Encoding"] = "gzip"
+        request = urllib.request.Request(self.url + path, data=body, headers=headers, method="POST")
         try:
             with urllib.request.urlopen(request, timeout=10) as response:
                 return int(response.status)
@@ -139,7 +140,8 @@ def fixture_running_gateway(tmp_path: Path) -> Iterator[RunningGateway]:
 
 class WriteLoad:
     """Writer threads POSTing 10-line batches of distinct ids (`load,w=N id=<id>i`) to a
-    gateway until stopped; `acknowledged` holds the ids of every batch that got a 204."""
+    gateway until stopped; `acknowledged` holds the ids of every batch that got a 204. Odd
+    writers send gzip bodies that validate unchanged, which the log stores as sent."""
 
     def __init__(self, gateway: RunningGateway, t0: int, writers: int = 4) -> None:
         self.acknowledged: list[int] = []
@@ -163,8 +165,10 @@ class WriteLoad:
         n = 0
         while not self._stop.is_set() and n < 2000:
             ids = [worker * 1_000_000 + n * 10 + k for k in range(10)]
-            body = "".join(f"load,w={worker} id={i}i {self._t0 + i} \n" for i in ids).encode()
-            if self._gateway.write("/api/v2/write?bucket=telegraf", body) == 204:
+            gzipped = worker % 2 == 1
+            end = "\n" if gzipped else " \n"  # a trailing space: rewritten, stored plain
+            body = "".join(f"load,w={worker} id={i}i {self._t0 + i}{end}" for i in ids).encode()
+            if self._gateway.write("/api/v2/write?bucket=telegraf", body, gzipped=gzipped) == 204:
                 with self._lock:
                     self.acknowledged.extend(ids)
             n += 1
