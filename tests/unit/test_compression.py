@@ -94,3 +94,33 @@ def test_compressing_parts_is_compressing_their_concatenation(parts: list[bytes]
         packed = codec.compress(parts, 1)
         assert gzip.decompress(packed) == b"".join(parts)
         assert gunzip(packed, 10**6, codec) == b"".join(parts)  # one member
+
+
+@pytest.mark.parametrize("codec", CODECS, ids=lambda c: c.name)
+def test_the_trailer_size_is_only_a_hint(codec: Codec) -> None:
+    """gunzip sizes its first pass by the size the trailer claims (the last member's): a short
+    claim (a big member before a small last one) still inflates everything; a bomb claiming
+    to be tiny is still refused at the limit, never inflated whole."""
+    big, tiny = b"cpu v=1i 1\n" * 50_000, b"mem v=2i 2\n"
+    assert gunzip(gzip.compress(big) + gzip.compress(tiny), 10**6, codec) == big + tiny
+    assert gunzip(gzip.compress(tiny) + gzip.compress(big), 10**6, codec) == tiny + big
+    bomb = bytearray(gzip.compress(b"\0" * 5_000_000))
+    bomb[-4:] = (10).to_bytes(4, "little")  # claims 10 bytes
+    with pytest.raises(BodyTooLarge):
+        gunzip(bytes(bomb), 1_000_000, codec)
+    with pytest.raises(BadBody, match="corrupt"):  # under the limit: the claim is checked
+        gunzip(bytes(bomb), 10_000_000, codec)
+
+
+@given(st.binary(max_size=5_000), st.integers(0, 2**32 - 1))
+def test_a_wrong_trailer_size_is_refused_by_both(data: bytes, claimed: int) -> None:
+    """Any other size in the trailer: both codecs refuse the body (or, when the claim is
+    right, both return it), whatever the first pass was sized by."""
+    packed = bytearray(gzip.compress(data))
+    packed[-4:] = claimed.to_bytes(4, "little")
+    for codec in CODECS:
+        if claimed == len(data):
+            assert gunzip(bytes(packed), 10**6, codec) == data
+        else:
+            with pytest.raises(BadBody):
+                gunzip(bytes(packed), 10**6, codec)
