@@ -48,9 +48,7 @@ class Codec:
         """`data` (bytes, or parts to concatenate, never joined) as one gzip member (no file
         name, time 0)."""
         encoder = self.module.compressobj(level, zlib.DEFLATED, GZIP_WBITS)
-        if isinstance(data, bytes):
-            return encoder.compress(data) + encoder.flush()  # type: ignore[no-any-return]
-        out = [encoder.compress(part) for part in data]
+        out = [encoder.compress(part) for part in ((data,) if isinstance(data, bytes) else data)]
         out.append(encoder.flush())
         return b"".join(out)
 
@@ -76,16 +74,11 @@ def gunzip(raw: bytes, max_bytes: int, codec: Codec | None = None) -> bytes:
         limit = max_bytes - total + 1
         try:
             out = decoder.decompress(data, min(limit, _size_hint(data) + 1))
-            if not decoder.eof and len(out) < limit:  # the hint was short, or a lie
-                rest = [out]
-                got = len(out)
-                while not decoder.eof and got < limit:
-                    more = decoder.decompress(decoder.unconsumed_tail, limit - got)
-                    if not more:  # room for output and none came: the input ran out
-                        break
-                    rest.append(more)
-                    got += len(more)
-                out = b"".join(rest)
+            while not decoder.eof and len(out) < limit:  # the hint was short, or a lie
+                more = decoder.decompress(decoder.unconsumed_tail, limit - len(out))
+                if not more:  # room for output and none came: the input ran out
+                    break
+                out += more
         except codec.errors as e:
             raise CorruptGzip(f"corrupt gzip body: {e}") from None
         total += len(out)

@@ -159,7 +159,7 @@ class PartsPayload(aiohttp.payload.Payload):
 
     def __init__(self, parts: Sequence[bytes]) -> None:
         super().__init__(parts, content_type=CONTENT_TYPE)
-        self._size = self._total = body_size(parts)
+        self._size = body_size(parts)
 
     def decode(self, encoding: str = "utf-8", errors: str = "strict") -> str:
         return b"".join(self._value).decode(encoding, errors)
@@ -170,7 +170,7 @@ class PartsPayload(aiohttp.payload.Payload):
     async def write_with_length(
         self, writer: AbstractStreamWriter, content_length: int | None
     ) -> None:
-        remaining = self._total if content_length is None else content_length
+        remaining = body_size(self._value) if content_length is None else content_length
         for part in self._value:
             if remaining <= 0:
                 return

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from gateway import compression
-from gateway.compression import CODEC, Codec
+from gateway.compression import Codec
 
 
 class BodyTooLarge(Exception):
@@ -24,7 +24,7 @@ def check_encoding(header: str | None) -> str:
     raise BadBody(f"unacceptable content-encoding: {header}")
 
 
-def gunzip(raw: bytes, max_bytes: int, codec: Codec = CODEC) -> bytes:
+def gunzip(raw: bytes, max_bytes: int, codec: Codec | None = None) -> bytes:
     """Decompress a (possibly multi-member) gzip body; refuse output above max_bytes."""
     try:
         return compression.gunzip(raw, max_bytes, codec)
