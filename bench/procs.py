@@ -112,30 +112,27 @@ def busiest_others(
 
 def peak_rss_mb(pids: Sequence[int]) -> float:
     """The sum of VmHWM (peak resident set) of these processes, in MiB."""
-    total_kb = 0
-    for pid in pids:
-        try:
-            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-                if line.startswith("VmHWM:"):
-                    total_kb += int(line.split()[1])
-        except OSError:
-            continue
-    return total_kb / 1024
+    return _sum_kb(pids, "status", "VmHWM:") / 1024
 
 
 def pss_mb(pids: Sequence[int]) -> float:
     """The sum of Pss (proportional set size) of these processes now, in MiB: pages shared by
     forked workers are split between them instead of being counted once per process."""
+    return _sum_kb(pids, "smaps_rollup", "Pss:") / 1024
+
+
+def _sum_kb(pids: Sequence[int], file: str, key: str) -> int:
+    """The first `key` line's kB value in /proc/PID/`file`, summed over processes still there."""
     total_kb = 0
     for pid in pids:
         try:
-            for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
-                if line.startswith("Pss:"):
+            for line in Path(f"/proc/{pid}/{file}").read_text().splitlines():
+                if line.startswith(key):
                     total_kb += int(line.split()[1])
                     break
         except OSError:
             continue
-    return total_kb / 1024
+    return total_kb
 
 
 class PssSampler:

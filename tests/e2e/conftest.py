@@ -14,7 +14,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,6 +64,17 @@ class RunningGateway:
     def stderr(self) -> str:
         """Everything the process wrote on stderr so far."""
         return self.stderr_path.read_text(errors="replace")
+
+    def metric_values(self, name: str, **labels: str) -> list[float]:
+        """The values of every `name{...}` sample on /metrics that has these label values."""
+        with urllib.request.urlopen(self.url + "/metrics", timeout=5) as response:
+            text = response.read().decode()
+        wanted = [f'{key}="{value}"' for key, value in labels.items()]
+        return [
+            float(line.rsplit(" ", 1)[1])
+            for line in text.splitlines()
+            if line.startswith(name + "{") and all(pair in line for pair in wanted)
+        ]
 
     def write(self, path: str, body: bytes, *, gzipped: bool = False) -> int:
         """POST `body` to `path` with the admin token, gzip-compressed when asked; the status
@@ -115,6 +126,16 @@ def start_gateway(tmp_path: Path, *extra: str, tls: ssl.SSLContext | None = None
     match = TOKEN_RE.search(stderr_path.read_text())
     token = match.group(1) if match else ""
     return RunningGateway(process, url, port, data_dir, token, stderr_path)
+
+
+def wait_until(predicate: Callable[[], object], timeout: float, what: str) -> None:
+    """Poll `predicate()` until true; fail naming `what`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.1)
+    pytest.fail(f"timed out after {timeout}s waiting for {what}")
 
 
 @contextmanager

@@ -5,13 +5,12 @@ influxdb-client library, read back from each server point by point; and kill -9 
 from __future__ import annotations
 
 import time
-import urllib.request
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import RunningGateway, WriteLoad, cli, start_gateway
+from tests.e2e.conftest import RunningGateway, WriteLoad, cli, start_gateway, wait_until
 from tests.realservers import (
     RealServer,
     free_port,
@@ -41,16 +40,6 @@ def upstream(name: str, url: str, api: str, databases: str = '["*"]', extra: str
         f'[[upstreams]]\nname = "{name}"\nurl = "{url}"\napi = "{api}"\ndatabases = {databases}\n'
         f'flush_interval = "100ms"\nretry_max_delay = "500ms"\n{extra}\n'
     )
-
-
-def wait_until(predicate: object, timeout: float, what: str) -> None:
-    """Poll `predicate()` until true; fail naming `what`."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():  # type: ignore[operator]
-            return
-        time.sleep(0.1)
-    pytest.fail(f"timed out after {timeout}s waiting for {what}")
 
 
 @pytest.fixture(name="influx")
@@ -153,15 +142,9 @@ def test_plain_upstreams_get_batches_of_many_writes_exactly(
             for i in range(25)
         ]
         assert_both_hold(influx, vm, "disk", expected)
-        with urllib.request.urlopen(gateway.url + "/metrics", timeout=5) as response:
-            metrics = response.read().decode()
-        sent = [
-            float(line.rsplit(" ", 1)[1])
-            for line in metrics.splitlines()
-            if line.startswith("gateway_upstream_requests_total{")
-            and 'upstream="influx"' in line
-            and 'status="204"' in line
-        ]
+        sent = gateway.metric_values(
+            "gateway_upstream_requests_total", upstream="influx", status="204"
+        )
         assert len(sent) == 1 and 0 < sent[0] < 40  # batched: fewer requests than writes
     finally:
         assert 0 == gateway.stop()

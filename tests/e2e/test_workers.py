@@ -5,13 +5,11 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import signal
 import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -23,6 +21,7 @@ from tests.e2e.conftest import (
     free_port,
     running,
     start_gateway,
+    wait_until,
 )
 from tests.realservers import influxdb1, influxdb1_create_database, influxdb1_points
 
@@ -53,21 +52,9 @@ def alive(pid: int) -> bool:
     return state != "Z"
 
 
-def wait_until(predicate: object, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():  # type: ignore[operator]
-            return
-        time.sleep(0.1)
-    pytest.fail(f"timed out after {timeout}s waiting for {what}")
-
-
 def accepted_lines(gateway: RunningGateway) -> float:
     """gateway_write_lines_total{result="accepted"} summed, from one /metrics scrape."""
-    with urllib.request.urlopen(gateway.url + "/metrics", timeout=5) as response:
-        text = response.read().decode()
-    pattern = r'^gateway_write_lines_total\{[^}]*result="accepted"[^}]*\} (\S+)$'
-    return sum(float(v) for v in re.findall(pattern, text, re.MULTILINE))
+    return sum(gateway.metric_values("gateway_write_lines_total", result="accepted"))
 
 
 def write_each_on_a_new_connection(gateway: RunningGateway, bodies: list[bytes]) -> None:
