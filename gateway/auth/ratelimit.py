@@ -152,8 +152,9 @@ class RateLimiter:
         for name in [name for name in self._buckets if name not in limits]:
             del self._buckets[name]
         for name, bucket in self._buckets.items():
-            if bucket.rate != self._share(limits[name]):
-                bucket.set_rate(self._share(limits[name]), now_ns)
+            share = self._share(limits[name])
+            if bucket.rate != share:
+                bucket.set_rate(share, now_ns)
 
     def __contains__(self, name: object) -> bool:
         return name in self._buckets
