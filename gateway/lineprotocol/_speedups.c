@@ -153,6 +153,26 @@ skip_name(const unsigned char *p, const unsigned char *end)
 static inline const unsigned char *
 skip_digits(const unsigned char *p, const unsigned char *end)
 {
+    /* Digits are about half of a Telegraf body's bytes: where eight are left, look at eight at
+     * a time (on little-endian machines; one at a time elsewhere and near the end). Reads stay
+     * inside [p, end). */
+#if (defined(__GNUC__) || defined(__clang__)) && defined(__BYTE_ORDER__) && \
+    __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    while (end - p >= 8) {
+        uint64_t x;
+        memcpy(&x, p, 8);
+        /* a digit is 0x30-0x39: high nibble 3, and adding 6 keeps it there. A byte of 0xFA or
+         * more carries into the next one, but it is itself flagged, and only bytes after it
+         * are disturbed: the lowest flagged byte is always the first non-digit. */
+        uint64_t flagged = ((x & 0xF0F0F0F0F0F0F0F0ull) ^ 0x3030303030303030ull) |
+                           (((x + 0x0606060606060606ull) & 0xF0F0F0F0F0F0F0F0ull) ^
+                            0x3030303030303030ull);
+        if (flagged != 0) {
+            return p + (__builtin_ctzll(flagged) >> 3);
+        }
+        p += 8;
+    }
+#endif
     while (p < end && IS_DIGIT(*p)) {
         p++;
     }

@@ -463,6 +463,29 @@ def test_every_prefix_of_a_body_decided_identically(precision: Precision) -> Non
         assert_same(body[:cut], precision)
 
 
+_AFTER_DIGITS = [b"", b"\n", b" ", b",", b"i", b"u", b".", b"e", b":", b"/", b"\x00", b"\xf9", b"\xfa", b"\xff"]
+
+
+@pytest.mark.parametrize("width", range(1, 42))
+def test_digit_runs_of_every_width_and_ending_decided_identically(width: int) -> None:
+    """C reads digits eight at a time: runs of every width, ended by every kind of byte
+    (including those that carry when 6 is added), mid-body and at the very end, in integers,
+    floats and timestamps, agree with Python."""
+    digits = (b"1234567890" * 5)[:width]
+    unit_now = NOW // NS_PER_UNIT["s"]
+    for after in _AFTER_DIGITS:
+        for line in (
+            b"m f=" + digits + b"i" + after,
+            b"m f=" + digits + after + b" %d" % unit_now,
+            b"m f=1." + digits + after,
+            b"m f=1e" + digits + after,
+            b"m f=" + digits + b"u," + b"g=" + digits + after,
+            b"m f=1 " + digits + after,
+        ):
+            assert_same(line, "s")
+            assert_same(line + b"\nm f=1\n", "s")
+
+
 # --- the C function itself ----------------------------------------------------------------
 
 
