@@ -65,6 +65,16 @@ def gunzip(raw: bytes, max_bytes: int, codec: Codec | None = None) -> bytes:
     """Inflate a (possibly multi-member) gzip stream, zero padding after it allowed; refuse
     output above `max_bytes`. The one decoder for request bodies and for log frames stored as
     gzip, so a body always inflates the same way twice."""
+    return gunzip_member(raw, max_bytes, codec)[0]
+
+
+def gunzip_member(raw: bytes, max_bytes: int, codec: Codec | None = None) -> tuple[bytes, bool]:
+    """`gunzip`, and whether `raw` is exactly one gzip member, with nothing after it.
+
+    Only such a stream can be passed on as it is to any upstream: InfluxDB 3 inflates a request
+    body with a single-member decoder and would silently drop every line after the first
+    member; Go's readers (InfluxDB 1.x/2.x, VictoriaMetrics) read every member.
+    """
     codec = codec or CODEC
     parts: list[bytes] = []
     total = 0
@@ -92,7 +102,8 @@ def gunzip(raw: bytes, max_bytes: int, codec: Codec | None = None) -> bytes:
         data = decoder.unused_data
         if not data.strip(b"\x00"):
             break
-    return parts[0] if len(parts) == 1 else b"".join(parts)
+    one_member = len(parts) == 1 and not data
+    return (parts[0] if len(parts) == 1 else b"".join(parts)), one_member
 
 
 def _size_hint(data: bytes) -> int:

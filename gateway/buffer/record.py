@@ -14,10 +14,13 @@ A frame is::
 
 All integers are little-endian.
 
-A gzip request body whose lines were all accepted unchanged is stored as it came (a frame 3-4x
-smaller on disk: less to write and fsync), and inflated again when the frame is read: a decoded
-record always holds line protocol. The record made on the write path keeps both
-(`stored_gzip`), so nothing in memory is inflated twice.
+A gzip request body of one gzip member whose lines were all accepted unchanged is stored as it
+came (a frame 3-4x smaller on disk: less to write and fsync), and inflated again when the frame
+is read: a decoded record always holds line protocol, and also the stored stream
+(`stored_gzip`) when it is exactly one member, which forwarders send as it is to gzip
+upstreams instead of compressing the lines again. The record made on the write path keeps both,
+so nothing in memory is inflated twice. (Frames written before the one-member rule may hold
+several members: they are read the same way, and their lines compressed again to forward.)
 
 A frame that is cut short or fails its checksum ends a stream: `decode_stream` yields the valid
 prefix, and the caller learns the valid end from the last offset it was given.
@@ -30,7 +33,7 @@ import struct
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 
-from gateway.compression import crc32, gunzip
+from gateway.compression import crc32, gunzip_member
 
 FRAME_MAGIC = 0xC1
 _PREFIX = struct.Struct("<BII")  # magic, length, crc
@@ -61,8 +64,8 @@ class Record:
     # Everything of the frame before the payload, when computed in advance (`framed`): the
     # writer then only writes it. Not part of the record's value.
     frame_head: bytes | None = field(default=None, compare=False, repr=False)
-    # `payload` exactly as the gzip stream it arrived in, to store instead (see above); set
-    # only when inflating it gives `payload`. Not part of the record's value either.
+    # `payload` exactly as the one gzip member it arrived in, to store and forward instead (see
+    # above); set only when inflating it gives `payload`. Not part of the record's value either.
     stored_gzip: bytes | None = field(default=None, compare=False, repr=False)
 
 
@@ -163,11 +166,13 @@ def _decode_body(body: memoryview) -> Record | None:
     except UnicodeDecodeError:
         return None
     payload = bytes(body[strings_end:])
+    stored_gzip = None
     if code & STORED_GZIP:
         try:
-            payload = gunzip(payload, _INFLATE_LIMIT)
+            inflated, one_member = gunzip_member(payload, _INFLATE_LIMIT)
         except ValueError:  # CorruptGzip: a frame written by something else; end the stream
             return None
+        payload, stored_gzip = inflated, payload if one_member else None
     return Record(
         database=database,
         precision=precision,
@@ -177,4 +182,5 @@ def _decode_body(body: memoryview) -> Record | None:
         min_time_ns=min_time,
         max_time_ns=max_time,
         payload=payload,
+        stored_gzip=stored_gzip,
     )

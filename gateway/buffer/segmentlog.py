@@ -87,6 +87,7 @@ class SegmentLog:
         executor: Executor | None = None,
         syscalls: Syscalls | None = None,
         tail_cache_bytes: int = 0,
+        tail_keeps_gzip: bool = False,
     ) -> None:
         self._directory = directory
         self._fsync_mode: FsyncMode = fsync
@@ -100,7 +101,11 @@ class SegmentLog:
             fsync_mode=fsync,
             syscalls=syscalls or Syscalls(),
         )
-        self.tail = TailCache(tail_cache_bytes) if tail_cache_bytes and not read_only else None
+        self.tail = (
+            TailCache(tail_cache_bytes, keep_gzip=tail_keeps_gzip)
+            if tail_cache_bytes and not read_only
+            else None
+        )
         self._writer.tail = self.tail
         self._state: Literal["new", "open", "closing", "closed"] = "new"
         self._queue: list[_Append] = []  # appends waiting for the writer thread

@@ -14,7 +14,7 @@ import contextlib
 import os
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
@@ -177,7 +177,7 @@ class SegmentWriter:
                 ]
             summary = self._summary.plus(written, start + total)
             if self.tail is not None and written:
-                self.tail.add(_placed(self._active, start, sizes, [_in_memory(r) for r in written]))
+                self.tail.add(_placed(self._active, start, sizes, written))
             with self._meta_lock:
                 self._size, self._summary = start + total, summary
             self.dirty = self.dirty or (bool(frames) and self._fsync_mode != "always")
@@ -325,10 +325,3 @@ def _placed(
         out.append((Position(segment, offset), Position(segment, offset + size), record))
         offset += size
     return out
-
-
-def _in_memory(record: Record) -> Record:
-    """What the tail cache keeps of a written record: not its frame head or stored gzip."""
-    if record.frame_head is None and record.stored_gzip is None:
-        return record
-    return replace(record, frame_head=None, stored_gzip=None)

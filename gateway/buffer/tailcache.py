@@ -6,8 +6,11 @@ read-back from disk, no second CRC check, no thread hop. A consumer further behi
 restart, or after an upstream outage longer than the cache holds) misses and reads the files;
 once it has caught up, its cursor lands in the cache again.
 
-The cache is bounded by payload bytes (the oldest entries go first) and entries every consumer
-has passed are released early, so memory does not grow with what is buffered on disk.
+A cached record keeps its line protocol, and the client's gzip stream it was stored as only
+when some consumer sends such streams on as they are (a gzip upstream); never its frame head.
+The cache is bounded by the bytes its records hold (the oldest entries go first) and entries
+every consumer has passed are released early, so memory does not grow with what is buffered on
+disk.
 
 An entry is found by the position a cursor holds before reading it: the record's own start
 and, for the first record of a new segment, also the end of the previous segment's last record
@@ -20,7 +23,7 @@ from __future__ import annotations
 import threading
 from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from gateway.buffer.record import Record
 from gateway.buffer.segmentwriter import Position
@@ -45,8 +48,9 @@ class _Entry:
 class TailCache:
     """A bounded, ordered, in-memory copy of the newest records of one log."""
 
-    def __init__(self, max_bytes: int) -> None:
+    def __init__(self, max_bytes: int, *, keep_gzip: bool = False) -> None:
         self.max_bytes = max_bytes
+        self.keep_gzip = keep_gzip
         self._lock = threading.Lock()
         self._entries: deque[_Entry] = deque()
         self._first = 0  # absolute number of _entries[0]
@@ -56,7 +60,7 @@ class TailCache:
 
     @property
     def size_bytes(self) -> int:
-        """Payload bytes held."""
+        """Bytes held (line protocol and stored gzip streams)."""
         return self._bytes
 
     def __len__(self) -> int:
@@ -65,7 +69,8 @@ class TailCache:
     def add(self, written: Sequence[tuple[Position, Position, Record]]) -> None:
         """Add records just made durable, in log order: (start, end, record) each."""
         with self._lock:
-            for start, end, record in written:
+            for start, end, written_record in written:
+                record = self._kept(written_record)
                 last = self._last_end
                 if last is not None and last > start:  # never expected: restart the tail
                     self._clear()
@@ -75,7 +80,7 @@ class TailCache:
                 for key in keys:
                     self._index[key] = number
                 self._entries.append(_Entry(keys, end, record))
-                self._bytes += len(record.payload)
+                self._bytes += _held(record)
                 self._last_end = end
             while self._bytes > self.max_bytes and self._entries:
                 self._pop_oldest()
@@ -105,6 +110,13 @@ class TailCache:
                     break
             return out
 
+    def _kept(self, record: Record) -> Record:
+        """What is kept of a written record (see the module docstring)."""
+        stored_gzip = record.stored_gzip if self.keep_gzip else None
+        if record.frame_head is None and record.stored_gzip is stored_gzip:
+            return record
+        return replace(record, frame_head=None, stored_gzip=stored_gzip)
+
     def release(self, position: Position) -> None:
         """Forget the entries that end at or before `position` (every consumer has passed it)."""
         with self._lock:
@@ -129,4 +141,9 @@ class TailCache:
         for key in entry.keys:
             if self._index.get(key) == self._first - 1:
                 del self._index[key]
-        self._bytes -= len(entry.record.payload)
+        self._bytes -= _held(entry.record)
+
+
+def _held(record: Record) -> int:
+    """The bytes a cached record keeps in memory."""
+    return len(record.payload) + (0 if record.stored_gzip is None else len(record.stored_gzip))

@@ -78,6 +78,7 @@ class WriteAheadLog:
         fsync_interval: float = 1.0,
         segment_bytes: int = 64 * 2**20,
         tail_cache_bytes: int = TAIL_CACHE_BYTES,
+        tail_keeps_gzip: bool = False,
         read_only: bool = False,
         clock: Callable[[], int] = time.time_ns,
     ) -> None:
@@ -96,6 +97,7 @@ class WriteAheadLog:
             read_only=read_only,
             executor=None if read_only else self._executor,
             tail_cache_bytes=tail_cache_bytes,
+            tail_keeps_gzip=tail_keeps_gzip,
         )
         self._cursors: dict[str, Cursor] = {}
         self._wakeups: dict[str, asyncio.Event] = {}

@@ -3,7 +3,10 @@
 The loop reads a window of records from its cursor, keeps those routed to its upstream, groups
 them into batches per (database, precision) -- never mixing databases -- and sends them:
 batches of one database one after another (so each database arrives in order), different
-databases concurrently up to `concurrency`. Every batch ends done, partially or wholly
+databases concurrently up to `concurrency`. A gzip upstream is sent a large record that the
+log holds as the client's one-member gzip stream on its own, as that stream: its lines are
+not compressed again (the cost that otherwise keeps forwarding behind acceptance for gzip
+clients). Every batch ends done, partially or wholly
 dead-lettered, or split (413); anything else is retried with the delay the status table
 gives. Only when the whole window is settled does the cursor move past it: a crash at any point
 resends (at-least-once), never skips.
@@ -35,6 +38,9 @@ from gateway.routing import Router
 log = structlog.get_logger("gateway.forward")
 
 MAX_WINDOW_RECORDS = 50_000
+# A record of at least this much line protocol, stored as the client's gzip stream, is a batch
+# of its own for a gzip upstream, sent as that stream (a smaller one is batched with others).
+AS_SENT_MIN_BYTES = 64 * 1024
 REPLAY_CHECK_S = 2.0
 
 
@@ -48,6 +54,7 @@ class Batch:
     lines: int = 0
     size: int = 0
     prepared: asyncio.Task[bytes | None] | None = None  # the wire body, made in advance
+    as_sent: bytes | None = None  # a gzip upstream's wire body as it is: the client's stream
 
     def body(self) -> bytes:
         """The request body in one piece (sending uses the payloads as they are)."""
@@ -168,6 +175,12 @@ class Forwarder:
             if self.name not in self._router.targets(record.database).upstreams:
                 continue
             key = (record.database, record.precision)
+            stream = record.stored_gzip
+            if cfg.gzip and stream is not None and len(record.payload) >= AS_SENT_MIN_BYTES:
+                if key in open_batches:  # what came before it goes first
+                    done.append(open_batches.pop(key))
+                done.append(_as_sent(record, stream))
+                continue
             batch = open_batches.get(key)
             if batch is not None and (
                 batch.lines + record.lines > cfg.batch_max_lines
@@ -186,7 +199,8 @@ class Forwarder:
         try:
             if self.config.gzip:  # compress them all at once (in threads), send one by one
                 for batch in batches:
-                    batch.prepared = asyncio.ensure_future(self._client.prepare(batch.payloads))
+                    if batch.as_sent is None:
+                        batch.prepared = asyncio.ensure_future(self._client.prepare(batch.payloads))
             for batch in batches:
                 await self.deliver(batch)
         finally:
@@ -202,7 +216,9 @@ class Forwarder:
         while True:
             if self._stop.is_set() and attempt > 0:
                 raise Stopping
-            prepared = await batch.prepared if batch.prepared is not None else None
+            prepared = batch.as_sent
+            if prepared is None and batch.prepared is not None:
+                prepared = await batch.prepared
             async with self._semaphore:
                 started = time.perf_counter()
                 response = await self._client.write(
@@ -327,6 +343,14 @@ class Forwarder:
             lines = sum(1 for _ in iter_lines(data))
             await self.deliver(Batch(letter.database, letter.precision, [data], lines, len(data)))
             await asyncio.to_thread(deadletter.finish_replay, self._deadletter_dir, self.name, 1)
+
+
+def _as_sent(record: Record, stream: bytes) -> Batch:
+    """A batch of one record, to send as the gzip stream it was stored as."""
+    size = len(record.payload)
+    return Batch(
+        record.database, record.precision, [record.payload], record.lines, size, as_sent=stream
+    )
 
 
 def split(batch: Batch) -> tuple[Batch, Batch]:

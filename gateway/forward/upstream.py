@@ -219,7 +219,9 @@ class UpstreamClient:
     ) -> UpstreamResponse:
         """Send one batch; every failure comes back as a value, never as an exception.
 
-        `prepared` is what `prepare(body)` returned, if the caller called it.
+        `prepared` is the body as a gzip upstream is sent it, when the caller has it: what
+        `prepare(body)` returned, or a stream the client sent that inflates to `body` (one
+        gzip member). Ignored by an upstream without gzip.
 
         `precision` is ns, us, ms or s (m and h were converted at acceptance); anything else is a
         caller bug and raises ValueError before any I/O.

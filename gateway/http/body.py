@@ -26,8 +26,13 @@ def check_encoding(header: str | None) -> str:
 
 def gunzip(raw: bytes, max_bytes: int, codec: Codec | None = None) -> bytes:
     """Decompress a (possibly multi-member) gzip body; refuse output above max_bytes."""
+    return gunzip_member(raw, max_bytes, codec)[0]
+
+
+def gunzip_member(raw: bytes, max_bytes: int, codec: Codec | None = None) -> tuple[bytes, bool]:
+    """`gunzip`, and whether the body is exactly one gzip member (compression.gunzip_member)."""
     try:
-        return compression.gunzip(raw, max_bytes, codec)
+        return compression.gunzip_member(raw, max_bytes, codec)
     except compression.InflatedTooLarge as e:
         raise BodyTooLarge(str(e)) from None
     except compression.CorruptGzip as e:

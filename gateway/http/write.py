@@ -25,7 +25,7 @@ from gateway.auth.policy import TokenEntry
 from gateway.auth.ratelimit import RateDecision, RateLimiter
 from gateway.buffer.record import Record, framed
 from gateway.errors import LineProtocolBodyError, StorageError, StorageFullError
-from gateway.http.body import BadBody, BodyTooLarge, check_encoding, gunzip
+from gateway.http.body import BadBody, BodyTooLarge, check_encoding, gunzip_member
 from gateway.http.connection import read_body
 from gateway.http.responses import v1_error, v2_error
 from gateway.http.state import LOG, STATE, GatewayState
@@ -119,7 +119,11 @@ def _decode_and_validate(
     """Decode and validate a body; also the record its accepted lines make, already framed
     for the log (its checksum computed here, off the event loop and off the log's writer)."""
     server = state.config.server
-    body = gunzip(raw, server.max_body_bytes) if encoding == "gzip" else raw
+    one_member = False
+    if encoding == "gzip":
+        body, one_member = gunzip_member(raw, server.max_body_bytes)
+    else:
+        body = raw
     result = validate(
         body,
         precision,
@@ -130,9 +134,11 @@ def _decode_and_validate(
     )
     if not result.accepted:
         return body, result, None
-    # Every line accepted as it came (nothing dropped or rewritten): the log stores the client's
-    # gzip stream itself, 3-4x smaller than the line protocol it inflates to.
-    as_sent = raw if raw is not body and result.body is body and not result.rejected else None
+    # Every line accepted as it came (nothing dropped or rewritten) from one gzip member: the log
+    # stores the client's stream itself, 3-4x smaller than the line protocol it inflates to, and
+    # gzip upstreams are sent it as it is (see record.Record.stored_gzip).
+    unchanged = result.body is body and not result.rejected
+    as_sent = raw if one_member and unchanged else None
     record = Record(
         database=database,
         precision=result.precision,
@@ -312,7 +318,7 @@ async def _forward_now(state: GatewayState, record: Record) -> web.Response | No
     responses = await asyncio.gather(
         *(
             state.destinations.clients[name].write(
-                record.database, record.precision, record.payload
+                record.database, record.precision, record.payload, prepared=record.stored_gzip
             )
             for name in names
         )

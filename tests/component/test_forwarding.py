@@ -19,6 +19,7 @@ from prometheus_client import CollectorRegistry
 from gateway.app import create_app
 from gateway.config import Config, load_config
 from gateway.forward import deadletter
+from gateway.forward.forwarder import AS_SENT_MIN_BYTES
 from gateway.http.state import STATE, GatewayState
 from tests.fakeupstream import FakeUpstream, Step
 from tests.http.conftest import WRITER, auth, make_policy
@@ -453,3 +454,52 @@ async def test_gzip_bodies_are_logged_as_sent_and_forwarded_as_line_protocol(
     assert expected.splitlines() == await fake.wait_for_lines(2005, timeout=10)
     assert 204 == await up.write(lines(1, start=7000))
     assert lines(1, start=7000).splitlines() == (await fake.wait_for_lines(2006, timeout=5))[-1:]
+
+
+def _gzip_config(tmp_path: Path, url: str) -> Config:
+    config_for(tmp_path, [("up", url, "")])
+    text = (tmp_path / "gw.toml").read_text().replace("gzip = false", "gzip = true")
+    (tmp_path / "gw.toml").write_text(text)
+    return load_config(tmp_path / "gw.toml", env={})
+
+
+async def test_a_large_gzip_body_goes_to_a_gzip_upstream_as_the_client_sent_it(
+    start: Any, fake: FakeUpstream, tmp_path: Path
+) -> None:
+    """A gzip upstream is sent a large one-member gzip body whose lines were all accepted as
+    the client's very bytes, alone: live (from the tail in memory) and after a restart (read
+    from the files). A small gzip body, a body of two gzip members (InfluxDB 3 would read only
+    the first) and a plain body are compressed again by the gateway. Every line arrives once,
+    in order."""
+    headers = {**auth(WRITER), "Content-Encoding": "gzip"}
+    big = [lines(3000, start=k * 10_000) for k in range(4)]
+    assert min(map(len, big)) >= AS_SENT_MIN_BYTES
+    as_sent = [gzip.compress(body, 9, mtime=k) for k, body in enumerate(big)]  # not our level
+    two_members = [gzip.compress(body[:5000]) + gzip.compress(body[5000:]) for body in big]
+
+    async def write_all(gw: Any, k: int) -> None:
+        for data, encoded in (
+            (as_sent[k], True),
+            (gzip.compress(lines(5, start=k * 10_000 + 5000)), True),
+            (two_members[k + 1], True),
+            (lines(5, start=k * 10_000 + 6000), False),
+        ):
+            response = await gw.client.post(
+                "/api/v2/write?bucket=mydb", data=data, headers=headers if encoded else auth(WRITER)
+            )
+            assert 204 == response.status
+
+    down = await start(_gzip_config(tmp_path, "http://127.0.0.1:9"))
+    await write_all(down, 0)  # buffered only: the next gateway reads it from the files
+    await down.client.close()
+    up = await start(_gzip_config(tmp_path, fake.url))
+    await write_all(up, 2)
+    expected = b"".join(
+        big[k] + lines(5, start=k * 10_000 + 5000) + big[k + 1] + lines(5, start=k * 10_000 + 6000)
+        for k in (0, 2)
+    )
+    assert expected.splitlines() == await fake.wait_for_lines(12_020, timeout=20)
+    assert all(r.headers["Content-Encoding"] == "gzip" for r in fake.requests)
+    sent_as_is = [r.raw_body for r in fake.requests if r.raw_body in (as_sent[0], as_sent[2])]
+    assert sent_as_is == [as_sent[0], as_sent[2]]  # each alone, byte for byte
+    assert not any(r.raw_body in two_members for r in fake.requests)

@@ -150,6 +150,44 @@ def test_plain_upstreams_get_batches_of_many_writes_exactly(
         assert 0 == gateway.stop()
 
 
+def test_gzip_upstreams_get_large_gzip_bodies_as_the_client_sent_them(
+    tmp_path: Path, influx: RealServer, vm: RealServer
+) -> None:
+    """gzip = true (the default): a large gzip body whose lines are all accepted is forwarded as
+    the client's own gzip stream, one request per body, and both real servers read it whole."""
+    config = write_config(
+        tmp_path, upstream("influx", influx.url, "v1") + upstream("vm", vm.url, "v2")
+    )
+    gateway = gateway_with(tmp_path, config)
+    try:
+        for w in range(3):
+            body = "".join(
+                f"net,host=h{w},nic=eth{i % 4} bytes_recv={w * 2000 + i}i,drop=0i "
+                f"{T0 + (w * 2000 + i) * 10**6}\n"
+                for i in range(2000)
+            )
+            assert 204 == gateway.write(
+                "/api/v2/write?bucket=telegraf", body.encode(), gzipped=True
+            )
+        expected = [
+            (
+                {"host": f"h{w}", "nic": f"eth{i % 4}"},
+                {"bytes_recv": w * 2000 + i, "drop": 0},
+                T0 + (w * 2000 + i) * 10**6,
+            )
+            for w in range(3)
+            for i in range(2000)
+        ]
+        assert_both_hold(influx, vm, "net", expected)
+        for name in ("influx", "vm"):
+            sent = gateway.metric_values(
+                "gateway_upstream_requests_total", upstream=name, status="204"
+            )
+            assert sent == [3]  # one request per body: each went alone, as it came
+    finally:
+        assert 0 == gateway.stop()
+
+
 def test_upstream_down_then_back_loses_nothing(tmp_path: Path) -> None:
     """The upstream is down while writes get 204; started again, it receives every line."""
     port = free_port()

@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from gateway.compression import CODEC, ISAL, ZLIB, Codec
-from gateway.http.body import BadBody, BodyTooLarge, gunzip
+from gateway.http.body import BadBody, BodyTooLarge, gunzip, gunzip_member
 
 assert ISAL is not None, "the test extra installs isal: run .ci/run or pip install -e '.[test]'"
 CODECS = [ZLIB, ISAL]
@@ -36,6 +36,17 @@ def test_multi_member_bodies(parts: list[bytes]) -> None:
     packed = b"".join(gzip.compress(p) for p in parts)
     for codec in CODECS:
         assert gunzip(packed, 10**6, codec) == b"".join(parts)
+
+
+@given(st.lists(bodies, min_size=1, max_size=3), st.integers(0, 3))
+def test_one_member_is_told_from_several_or_padding(parts: list[bytes], padding: int) -> None:
+    """Only a stream of exactly one member, nothing after it, counts as one member: the kind
+    every upstream's gzip reader reads whole."""
+    packed = b"".join(gzip.compress(p) for p in parts) + b"\0" * padding
+    for codec in CODECS:
+        data, one_member = gunzip_member(packed, 10**6, codec)
+        assert data == b"".join(parts)
+        assert one_member == (len(parts) == 1 and padding == 0)
 
 
 @pytest.mark.parametrize("codec", CODECS, ids=lambda c: c.name)

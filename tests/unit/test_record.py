@@ -38,8 +38,9 @@ plain_records = st.builds(
 
 
 @st.composite
-def _stored_as_gzip(draw: st.DrawFn) -> Record:
-    """A record whose payload came as a gzip body: one or two members, maybe zero padded."""
+def _gzip_bodies(draw: st.DrawFn) -> tuple[Record, bool]:
+    """A record whose payload came as a gzip body: one or two members, maybe zero padded; and
+    whether that body is exactly one member."""
     record = draw(plain_records)
     cut = draw(st.integers(min_value=0, max_value=len(record.payload)))
     parts = (
@@ -47,10 +48,11 @@ def _stored_as_gzip(draw: st.DrawFn) -> Record:
     )
     level = draw(st.sampled_from([1, 6]))
     stored = b"".join(gzip.compress(part, level) for part in parts)
-    return replace(record, stored_gzip=stored + b"\0" * draw(st.integers(0, 3)))
+    padding = b"\0" * draw(st.integers(0, 3))
+    return replace(record, stored_gzip=stored + padding), len(parts) == 1 and not padding
 
 
-records = plain_records | _stored_as_gzip()
+records = plain_records | _gzip_bodies().map(lambda drawn: drawn[0])
 
 
 def _record(payload: bytes = b"cpu,host=a usage=1 1700000000000000000\n", **kw: object) -> Record:
@@ -193,7 +195,21 @@ def test_a_gzip_body_is_stored_as_it_came_and_read_back_as_line_protocol() -> No
     assert record.stored_gzip is not None and frame.endswith(record.stored_gzip)
     assert frame[PREFIX_SIZE + 28] == 0 | STORED_GZIP  # precision "ns" (0), flagged
     [(end, decoded)] = list(decode_stream(frame))
-    assert (end, decoded, decoded.payload, decoded.stored_gzip) == (len(frame), record, lines, None)
+    assert (end, decoded, decoded.payload) == (len(frame), record, lines)
+    assert decoded.stored_gzip == record.stored_gzip  # kept, to forward as it is
+
+
+@given(_gzip_bodies())
+def test_a_stored_stream_is_kept_when_read_back_only_when_it_is_one_member(
+    drawn: tuple[Record, bool],
+) -> None:
+    """A record read back keeps the stored stream (for gzip upstreams) only when it is exactly
+    one gzip member: one with more members or padding after it (from a frame written before
+    the write path stored only single members) is not passed on as it is."""
+    record, one_member = drawn
+    [(_, decoded)] = list(decode_stream(encode(record)))
+    assert decoded == record
+    assert decoded.stored_gzip == (record.stored_gzip if one_member else None)
 
 
 def test_a_stored_stream_that_does_not_inflate_ends_the_stream() -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from gateway.buffer.record import Record
 from gateway.buffer.segmentwriter import Position
 from gateway.buffer.tailcache import Limits, TailCache
@@ -100,3 +102,18 @@ def test_clear() -> None:
     cache.clear()
     assert cache.read(Position(1, 0), ALL) is None
     assert cache.read(Position(1, 100), ALL) is None
+
+
+def test_a_record_keeps_its_gzip_stream_only_when_asked_and_never_its_frame_head() -> None:
+    """The client's gzip stream costs memory: kept (and counted) only for a log with a gzip
+    upstream to send it to; a frame head is never kept."""
+    written = replace(rec(0, size=100), frame_head=b"h" * 30, stored_gzip=b"g" * 40)
+    for keep, held in ((False, 100), (True, 140)):
+        cache = TailCache(2**20, keep_gzip=keep)
+        cache.add(placed(1, 0, written))
+        [(_, cached)] = cache.read(Position(1, 0), ALL)
+        assert cached == written and cached.frame_head is None
+        assert cached.stored_gzip == (b"g" * 40 if keep else None)
+        assert cache.size_bytes == held
+        cache.release(Position(1, 100))
+        assert cache.size_bytes == 0
