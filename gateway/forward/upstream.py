@@ -31,7 +31,7 @@ import aiohttp.payload
 from aiohttp.abc import AbstractStreamWriter
 
 from gateway import __version__
-from gateway.compression import CODEC
+from gateway.compression import CODEC, GZIP_LEVEL
 from gateway.config import UpstreamConfig
 from gateway.errors import ConfigError, GatewayError
 from gateway.forward.decide import UpstreamResponse
@@ -39,7 +39,6 @@ from gateway.forward.decide import UpstreamResponse
 MAX_ERROR_BODY: Final = 64 * 1024
 MAX_QUERY_BODY: Final = 64 * 1024 * 1024  # a query answer is held in memory: keep RSS bounded
 GZIP_IN_THREAD_BYTES: Final = 256 * 1024
-GZIP_LEVEL: Final = 1  # line protocol compresses ~10x even at level 1; higher levels cost CPU
 USER_AGENT: Final = f"influx-gateway/{__version__}"
 CONTENT_TYPE: Final = "text/plain; charset=utf-8"
 REDACTED: Final = "<redacted>"

@@ -24,7 +24,9 @@ from gateway.auth.credentials import extract_token
 from gateway.auth.policy import TokenEntry
 from gateway.auth.ratelimit import RateDecision, RateLimiter
 from gateway.buffer.record import Record, framed
+from gateway.compression import CODEC, GZIP_LEVEL
 from gateway.errors import LineProtocolBodyError, StorageError, StorageFullError
+from gateway.forward.forwarder import AS_SENT_MIN_BYTES
 from gateway.http.body import BadBody, BodyTooLarge, check_encoding, gunzip_member
 from gateway.http.connection import read_body
 from gateway.http.responses import v1_error, v2_error
@@ -115,9 +117,14 @@ def _decode_and_validate(
     database: str,
     token: str,
     now: int,
+    compress: bool = False,
 ) -> tuple[bytes, ValidationResult, Record | None]:
     """Decode and validate a body; also the record its accepted lines make, already framed
-    for the log (its checksum computed here, off the event loop and off the log's writer)."""
+    for the log (its checksum computed here, off the event loop and off the log's writer).
+
+    `compress`: a gzip upstream will be sent these lines. Large accepted lines not already
+    held as the client's gzip stream are then compressed here, once, in the worker thread,
+    for the log (3x fewer bytes to write) and for every gzip upstream (sent as they are)."""
     server = state.config.server
     one_member = False
     if encoding == "gzip":
@@ -138,7 +145,9 @@ def _decode_and_validate(
     # stores the client's stream itself, 3-4x smaller than the line protocol it inflates to, and
     # gzip upstreams are sent it as it is (see record.Record.stored_gzip).
     unchanged = result.body is body and not result.rejected
-    as_sent = raw if one_member and unchanged else None
+    stored = raw if one_member and unchanged else None
+    if stored is None and compress and len(result.body) >= AS_SENT_MIN_BYTES:
+        stored = CODEC.compress(result.body, GZIP_LEVEL)
     record = Record(
         database=database,
         precision=result.precision,
@@ -148,7 +157,7 @@ def _decode_and_validate(
         min_time_ns=result.min_time_ns or 0,
         max_time_ns=result.max_time_ns or 0,
         payload=result.body,
-        stored_gzip=as_sent,
+        stored_gzip=stored,
     )
     return body, result, framed(record)
 
@@ -222,8 +231,12 @@ async def _process(request: web.Request, api: Api) -> web.Response:
     try:
         args = (raw, encoding, precision, state, database, identity.name, received_ns)
         if len(raw) > OFFLOAD_BYTES:
+            upstreams = state.router.targets(database).upstreams
+            compress = not state.gzip_upstreams.isdisjoint(upstreams)
             loop = asyncio.get_running_loop()
-            body, result, record = await loop.run_in_executor(None, _decode_and_validate, *args)
+            body, result, record = await loop.run_in_executor(
+                None, _decode_and_validate, *args, compress
+            )
         else:
             body, result, record = _decode_and_validate(*args)
     except BodyTooLarge as e:

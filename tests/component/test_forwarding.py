@@ -21,6 +21,7 @@ from gateway.config import Config, load_config
 from gateway.forward import deadletter
 from gateway.forward.forwarder import AS_SENT_MIN_BYTES
 from gateway.http.state import STATE, GatewayState
+from gateway.http.write import OFFLOAD_BYTES
 from tests.fakeupstream import FakeUpstream, Step
 from tests.http.conftest import WRITER, auth, make_policy
 
@@ -503,3 +504,43 @@ async def test_a_large_gzip_body_goes_to_a_gzip_upstream_as_the_client_sent_it(
     sent_as_is = [r.raw_body for r in fake.requests if r.raw_body in (as_sent[0], as_sent[2])]
     assert sent_as_is == [as_sent[0], as_sent[2]]  # each alone, byte for byte
     assert not any(r.raw_body in two_members for r in fake.requests)
+
+
+async def test_a_large_plain_body_for_a_gzip_upstream_is_compressed_once_at_acceptance(
+    start: Any, fake: FakeUpstream, tmp_path: Path
+) -> None:
+    """A large plain body routed to a gzip upstream is compressed once, when it is accepted:
+    the log holds the compressed lines (a fraction of the bytes), and the upstream is sent
+    that stream with no compression in the forwarder, live and after a restart. Routed only to
+    plain upstreams, the same body is logged as line protocol."""
+    body = lines(8000)
+    assert len(body) > OFFLOAD_BYTES  # validated (and compressed) in a worker thread
+    (tmp_path / "plain").mkdir()
+    plain_only = await start(config_for(tmp_path / "plain", [("up", "http://127.0.0.1:9", "")]))
+    assert 204 == await plain_only.write(body)
+    await plain_only.client.close()
+    plain_log = sum(p.stat().st_size for p in (tmp_path / "plain" / "data").rglob("*.seg"))
+    assert plain_log > len(body)
+
+    down = await start(_gzip_config(tmp_path, "http://127.0.0.1:9"))
+    assert 204 == await down.write(body)
+    await down.client.close()
+    on_disk = sum(path.stat().st_size for path in (tmp_path / "data").rglob("*.seg"))
+    assert on_disk < len(body) / 3
+
+    up = await start(_gzip_config(tmp_path, fake.url))
+    client = up.state.destinations.clients["up"]
+    compressed_by_forwarder: list[int] = []
+    original = client.prepare
+
+    async def counting(parts: Any) -> bytes | None:
+        compressed_by_forwarder.append(1)
+        return await original(parts)
+
+    client.prepare = counting  # type: ignore[method-assign]
+    assert 204 == await up.write(lines(8000, start=8000))
+    got = await fake.wait_for_lines(16_000, timeout=10)
+    assert got == (body + lines(8000, start=8000)).splitlines()
+    assert compressed_by_forwarder == []
+    assert all(r.headers["Content-Encoding"] == "gzip" for r in fake.requests)
+    assert len(fake.requests) == 2  # each body alone, as compressed at acceptance
