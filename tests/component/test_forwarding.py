@@ -544,3 +544,24 @@ async def test_a_large_plain_body_for_a_gzip_upstream_is_compressed_once_at_acce
     assert compressed_by_forwarder == []
     assert all(r.headers["Content-Encoding"] == "gzip" for r in fake.requests)
     assert len(fake.requests) == 2  # each body alone, as compressed at acceptance
+
+
+async def test_a_body_sent_as_the_client_sent_it_is_split_as_line_protocol_on_413(
+    start: Any, fake: FakeUpstream, tmp_path: Path
+) -> None:
+    """An upstream that answers 413 to a body sent as the client's gzip stream gets it again in
+    two halves, compressed by the gateway; a 503 before that resends the same stream."""
+    body = lines(3000)
+    stream = gzip.compress(body, 9)
+    fake.script(Step(503), Step(413))
+    gw = await start(_gzip_config(tmp_path, fake.url))
+    response = await gw.client.post(
+        "/api/v2/write?bucket=mydb",
+        data=stream,
+        headers={**auth(WRITER), "Content-Encoding": "gzip"},
+    )
+    assert 204 == response.status
+    got = await fake.wait_for_lines(3000 * 3, timeout=10)  # twice refused whole, then halves
+    assert [r.raw_body == stream for r in fake.requests] == [True, True, False, False]
+    assert [len(r.lines()) for r in fake.requests] == [3000, 3000, 1500, 1500]
+    assert got[6000:] == body.splitlines()
