@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -168,32 +168,11 @@ class Forwarder:
         return True
 
     def _batches(self, records: list[Record]) -> list[Batch]:
+        routed = [r for r in records if self.name in self._router.targets(r.database).upstreams]
         cfg = self.config
-        open_batches: dict[tuple[str, str], Batch] = {}
-        done: list[Batch] = []
-        for record in records:
-            if self.name not in self._router.targets(record.database).upstreams:
-                continue
-            key = (record.database, record.precision)
-            stream = record.stored_gzip
-            if cfg.gzip and stream is not None and len(record.payload) >= AS_SENT_MIN_BYTES:
-                if key in open_batches:  # what came before it goes first
-                    done.append(open_batches.pop(key))
-                done.append(_as_sent(record, stream))
-                continue
-            batch = open_batches.get(key)
-            if batch is not None and (
-                batch.lines + record.lines > cfg.batch_max_lines
-                or batch.size + len(record.payload) > cfg.batch_max_bytes
-            ):
-                done.append(batch)
-                batch = None
-            if batch is None:
-                batch = open_batches[key] = Batch(record.database, record.precision)
-            batch.payloads.append(record.payload)
-            batch.lines += record.lines
-            batch.size += len(record.payload)
-        return done + list(open_batches.values())
+        return plan_batches(
+            routed, max_lines=cfg.batch_max_lines, max_bytes=cfg.batch_max_bytes, gzip=cfg.gzip
+        )
 
     async def _send_in_order(self, batches: list[Batch]) -> None:
         try:
@@ -343,6 +322,41 @@ class Forwarder:
             lines = sum(1 for _ in iter_lines(data))
             await self.deliver(Batch(letter.database, letter.precision, [data], lines, len(data)))
             await asyncio.to_thread(deadletter.finish_replay, self._deadletter_dir, self.name, 1)
+
+
+def plan_batches(
+    records: Iterable[Record], *, max_lines: int, max_bytes: int, gzip: bool
+) -> list[Batch]:
+    """The batches a window of records is sent in. Pure.
+
+    A batch holds one (database, precision) and, past its first record, at most `max_lines`
+    lines and `max_bytes` of line protocol; the records of one (database, precision) keep their
+    order across its batches. For a gzip upstream (`gzip`), a record held as the client's gzip
+    stream with at least AS_SENT_MIN_BYTES of line protocol is a batch of its own, sent as that
+    stream (after the batch open before it).
+    """
+    open_batches: dict[tuple[str, str], Batch] = {}
+    done: list[Batch] = []
+    for record in records:
+        key = (record.database, record.precision)
+        stream = record.stored_gzip
+        if gzip and stream is not None and len(record.payload) >= AS_SENT_MIN_BYTES:
+            if key in open_batches:  # what came before it goes first
+                done.append(open_batches.pop(key))
+            done.append(_as_sent(record, stream))
+            continue
+        batch = open_batches.get(key)
+        if batch is not None and (
+            batch.lines + record.lines > max_lines or batch.size + len(record.payload) > max_bytes
+        ):
+            done.append(batch)
+            batch = None
+        if batch is None:
+            batch = open_batches[key] = Batch(record.database, record.precision)
+        batch.payloads.append(record.payload)
+        batch.lines += record.lines
+        batch.size += len(record.payload)
+    return done + list(open_batches.values())
 
 
 def _as_sent(record: Record, stream: bytes) -> Batch:
