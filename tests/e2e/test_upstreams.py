@@ -150,40 +150,43 @@ def test_plain_upstreams_get_batches_of_many_writes_exactly(
         assert 0 == gateway.stop()
 
 
-def test_gzip_upstreams_get_large_gzip_bodies_as_the_client_sent_them(
+def test_gzip_upstreams_get_large_bodies_compressed_once(
     tmp_path: Path, influx: RealServer, vm: RealServer
 ) -> None:
     """gzip = true (the default): a large gzip body whose lines are all accepted is forwarded as
-    the client's own gzip stream, one request per body, and both real servers read it whole."""
+    the client's own gzip stream, and a large plain body as compressed once at acceptance, one
+    request per body; both real servers read every point."""
     config = write_config(
         tmp_path, upstream("influx", influx.url, "v1") + upstream("vm", vm.url, "v2")
     )
     gateway = gateway_with(tmp_path, config)
+    sizes = [2000, 2000, 2000, 6000]  # the last one plain, above the size validated in a thread
+    firsts = [sum(sizes[:w]) for w in range(len(sizes))]
     try:
-        for w in range(3):
+        for w, (count, first) in enumerate(zip(sizes, firsts, strict=True)):
             body = "".join(
-                f"net,host=h{w},nic=eth{i % 4} bytes_recv={w * 2000 + i}i,drop=0i "
-                f"{T0 + (w * 2000 + i) * 10**6}\n"
-                for i in range(2000)
+                f"net,host=h{w},nic=eth{i % 4} bytes_recv={first + i}i,drop=0i "
+                f"{T0 + (first + i) * 10**6}\n"
+                for i in range(count)
             )
-            assert 204 == gateway.write(
-                "/api/v2/write?bucket=telegraf", body.encode(), gzipped=True
-            )
+            gzipped = w < 3
+            path = "/api/v2/write?bucket=telegraf"
+            assert 204 == gateway.write(path, body.encode(), gzipped=gzipped)
         expected = [
             (
                 {"host": f"h{w}", "nic": f"eth{i % 4}"},
-                {"bytes_recv": w * 2000 + i, "drop": 0},
-                T0 + (w * 2000 + i) * 10**6,
+                {"bytes_recv": first + i, "drop": 0},
+                T0 + (first + i) * 10**6,
             )
-            for w in range(3)
-            for i in range(2000)
+            for w, (count, first) in enumerate(zip(sizes, firsts, strict=True))
+            for i in range(count)
         ]
         assert_both_hold(influx, vm, "net", expected)
         for name in ("influx", "vm"):
             sent = gateway.metric_values(
                 "gateway_upstream_requests_total", upstream=name, status="204"
             )
-            assert sent == [3]  # one request per body: each went alone, as it came
+            assert sent == [4]  # one request per body: each went alone, compressed once
     finally:
         assert 0 == gateway.stop()
 
