@@ -14,13 +14,15 @@ A frame is::
 
 All integers are little-endian.
 
-A gzip request body of one gzip member whose lines were all accepted unchanged is stored as it
-came (a frame 3-4x smaller on disk: less to write and fsync), and inflated again when the frame
-is read: a decoded record always holds line protocol, and also the stored stream
-(`stored_gzip`) when it is exactly one member, which forwarders send as it is to gzip
-upstreams instead of compressing the lines again. The record made on the write path keeps both,
-so nothing in memory is inflated twice. (Frames written before the one-member rule may hold
-several members: they are read the same way, and their lines compressed again to forward.)
+A record may carry its line protocol as one gzip member (`stored_gzip`): a gzip request body
+of one member whose lines were all accepted unchanged (the client's own stream), or large
+accepted lines bound for a gzip upstream (compressed once at acceptance). The frame then stores
+that stream (3-4x smaller on disk: less to write and fsync), inflated again when the frame is
+read: a decoded record always holds line protocol, and also the stored stream when it is
+exactly one member, which forwarders send as it is to gzip upstreams instead of compressing the
+lines again. The record made on the write path keeps both, so nothing in memory is inflated
+twice. (Frames written before the one-member rule may hold several members: they are read the
+same way, and their lines compressed again to forward.)
 
 A frame that is cut short or fails its checksum ends a stream: `decode_stream` yields the valid
 prefix, and the caller learns the valid end from the last offset it was given.
@@ -64,8 +66,8 @@ class Record:
     # Everything of the frame before the payload, when computed in advance (`framed`): the
     # writer then only writes it. Not part of the record's value.
     frame_head: bytes | None = field(default=None, compare=False, repr=False)
-    # `payload` exactly as the one gzip member it arrived in, to store and forward instead (see
-    # above); set only when inflating it gives `payload`. Not part of the record's value either.
+    # `payload` as one gzip member, to store and forward instead (see above); set only when
+    # inflating it gives `payload`. Not part of the record's value either.
     stored_gzip: bytes | None = field(default=None, compare=False, repr=False)
 
 

@@ -4,12 +4,12 @@ The loop reads a window of records from its cursor, keeps those routed to its up
 them into batches per (database, precision) -- never mixing databases -- and sends them:
 batches of one database one after another (so each database arrives in order), different
 databases concurrently up to `concurrency`. A gzip upstream is sent a large record that the
-log holds as the client's one-member gzip stream on its own, as that stream: its lines are
-not compressed again (the cost that otherwise keeps forwarding behind acceptance for gzip
-clients). Every batch ends done, partially or wholly
-dead-lettered, or split (413); anything else is retried with the delay the status table
-gives. Only when the whole window is settled does the cursor move past it: a crash at any point
-resends (at-least-once), never skips.
+log holds as a one-member gzip stream (the client's, or compressed once at acceptance) on its
+own, as that stream: its lines are not compressed again (the cost that otherwise keeps
+forwarding behind acceptance). Every batch ends done, partially or wholly dead-lettered, or
+split (413); anything else is retried with the delay the status table gives. Only when the
+whole window is settled does the cursor move past it: a crash at any point resends
+(at-least-once), never skips.
 """
 
 from __future__ import annotations
@@ -38,8 +38,8 @@ from gateway.routing import Router
 log = structlog.get_logger("gateway.forward")
 
 MAX_WINDOW_RECORDS = 50_000
-# A record of at least this much line protocol, stored as the client's gzip stream, is a batch
-# of its own for a gzip upstream, sent as that stream (a smaller one is batched with others).
+# A record of at least this much line protocol, held as a gzip stream, is a batch of its own for
+# a gzip upstream, sent as that stream (a smaller one is batched with others and compressed).
 AS_SENT_MIN_BYTES = 64 * 1024
 REPLAY_CHECK_S = 2.0
 
@@ -54,7 +54,7 @@ class Batch:
     lines: int = 0
     size: int = 0
     prepared: asyncio.Task[bytes | None] | None = None  # the wire body, made in advance
-    as_sent: bytes | None = None  # a gzip upstream's wire body as it is: the client's stream
+    as_sent: bytes | None = None  # a gzip upstream's wire body as it is: the stored stream
 
     def body(self) -> bytes:
         """The request body in one piece (sending uses the payloads as they are)."""
@@ -331,9 +331,9 @@ def plan_batches(
 
     A batch holds one (database, precision) and, past its first record, at most `max_lines`
     lines and `max_bytes` of line protocol; the records of one (database, precision) keep their
-    order across its batches. For a gzip upstream (`gzip`), a record held as the client's gzip
-    stream with at least AS_SENT_MIN_BYTES of line protocol is a batch of its own, sent as that
-    stream (after the batch open before it).
+    order across its batches. For a gzip upstream (`gzip`), a record held as a gzip stream
+    (Record.stored_gzip) with at least AS_SENT_MIN_BYTES of line protocol is a batch of its own,
+    sent as that stream (after the batch open before it).
     """
     open_batches: dict[tuple[str, str], Batch] = {}
     done: list[Batch] = []
