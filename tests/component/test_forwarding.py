@@ -565,3 +565,25 @@ async def test_a_body_sent_as_the_client_sent_it_is_split_as_line_protocol_on_41
     assert [r.raw_body == stream for r in fake.requests] == [True, True, False, False]
     assert [len(r.lines()) for r in fake.requests] == [3000, 3000, 1500, 1500]
     assert got[6000:] == body.splitlines()
+
+
+async def test_ack_upstream_sends_a_gzip_body_to_a_gzip_upstream_as_the_client_sent_it(
+    start: Any, fake: FakeUpstream, tmp_path: Path
+) -> None:
+    """ack = "upstream" with a gzip upstream: a gzip body whose lines are all accepted is sent
+    on as the client's stream (even a small one: there is no batch to join), a plain one
+    compressed by the gateway."""
+    config_for(tmp_path, [("up", fake.url, "")], '[server]\nack = "upstream"\n')
+    text = (tmp_path / "gw.toml").read_text().replace("gzip = false", "gzip = true")
+    (tmp_path / "gw.toml").write_text(text)
+    gw = await start(load_config(tmp_path / "gw.toml", env={}))
+    stream = gzip.compress(lines(3), 9)
+    response = await gw.client.post(
+        "/api/v2/write?bucket=mydb",
+        data=stream,
+        headers={**auth(WRITER), "Content-Encoding": "gzip"},
+    )
+    assert 204 == response.status
+    assert 204 == await gw.write(lines(2, start=3))
+    assert [r.raw_body == stream for r in fake.requests] == [True, False]
+    assert [line for r in fake.requests for line in r.lines()] == lines(5).splitlines()
