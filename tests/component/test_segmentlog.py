@@ -121,6 +121,39 @@ async def test_reader_crosses_segments_in_order(log_dir: Path) -> None:
     assert [_rec(seq, size=200).payload for seq in range(12)] == payloads
 
 
+@pytest.mark.parametrize("refused", [False, True])
+async def test_a_closed_segment_is_dropped_from_the_page_cache(
+    log_dir: Path, refused: bool
+) -> None:
+    """Each segment, once closed (fsynced), is dropped from the page cache, after its fsync;
+    advice the kernel refuses changes nothing: every record is still read back."""
+    calls: list[tuple[str, int]] = []
+
+    def fsync(fd: int) -> None:
+        calls.append(("fsync", fd))
+        os.fsync(fd)
+
+    def drop_cached(fd: int) -> None:
+        calls.append(("drop", fd))
+        if refused:
+            raise OSError(errno.EINVAL, "Invalid argument")
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+
+    log = SegmentLog(
+        log_dir, segment_bytes=500, syscalls=Syscalls(fsync=fsync, drop_cached=drop_cached)
+    )
+    log.open()
+    for seq in range(12):
+        await log.append([_rec(seq, size=200)])
+    closed = len(log.segments()) - 1
+    assert closed >= 3
+    drops = [i for i, (name, _) in enumerate(calls) if name == "drop"]
+    assert len(drops) == closed
+    assert all(calls[i - 1] == ("fsync", calls[i][1]) for i in drops)  # right after its fsync
+    assert [_rec(seq, size=200).payload for seq in range(12)] == _payloads(log)
+    await log.close()
+
+
 async def test_closed_segment_gets_a_summary_sidecar(log_dir: Path) -> None:
     """Rolling writes the closed segment's summary beside it; the log reads it back."""
     log = SegmentLog(log_dir, segment_bytes=100)
