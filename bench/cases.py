@@ -8,10 +8,12 @@ has delivered what it acknowledged (the gateway: once its buffer is empty), the 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import resource
+import signal
 import subprocess
 import time
 from dataclasses import dataclass, replace
@@ -210,8 +212,8 @@ def start_target(options: Options, case: str, root: Path, sink: Sink, tmp_root: 
         return start_nginx(
             options.nginx, root / "nginx", sink, workers=options.nginx_workers, tmp_root=tmp_root
         )
-    if case in ("gateway", "gateway-fanout"):
-        return start_gateway(
+    if case in ("gateway", "gateway-fanout", "gateway-outage"):
+        target = start_gateway(
             options.python,
             root / "gateway",
             sink,
@@ -220,6 +222,9 @@ def start_target(options: Options, case: str, root: Path, sink: Sink, tmp_root: 
             fsync=options.gateway_fsync,
             upstreams=2 if case == "gateway-fanout" else 1,
         )
+        if case == "gateway-outage":
+            target = replace(target, name="influx-gateway (upstream stalled)")
+        return target
     spec = next(p for p in options.peers if f"peer:{p.name}" == case)
     return start_peer(spec, root / "peer", sink)
 
@@ -258,9 +263,16 @@ def run_case(
         ping = start_wrk(
             options, target.ping_url, ping_args, root / "wrk-ping.log", threads=1, connections=1
         )
-        with PssSampler(server.pids) as pss:
-            result = wrk_result(load, options.duration + 60)
-            ping_result = wrk_result(ping, options.duration + 60)
+        # gateway-outage: the upstream takes connections and bytes but never answers while the
+        # load runs (the gateway must keep acknowledging from its buffer), then comes back.
+        stalled = sink.child.pids() if case == "gateway-outage" else []
+        signal_all(stalled, signal.SIGSTOP)
+        try:
+            with PssSampler(server.pids) as pss:
+                result = wrk_result(load, options.duration + 60)
+                ping_result = wrk_result(ping, options.duration + 60)
+        finally:
+            signal_all(stalled, signal.SIGCONT)
         load_end = time.monotonic()
 
         busy1, _ = machine_cpu()
@@ -324,7 +336,7 @@ def run_case(
         out["foreign_cpu_s"] = round(foreign_cpu(everyone0, everyone1, ours), 2)
         out["other_cpu_s"] = round(out["machine_busy_s"] - server_cpu - sink_cpu - loadgen_cpu, 2)
 
-        if options.half_load and ok:
+        if options.half_load and ok and not stalled:
             out["half_load"] = half_load(options, target, payload, encoding, root, out)
             load_end = time.monotonic()
         if target.kind == "gateway":
@@ -344,6 +356,13 @@ def run_case(
         if target is not None and target.server is not sink.child:
             target.server.stop()
         sink.child.stop()
+
+
+def signal_all(pids: list[int], signum: int) -> None:
+    """Send a signal to each of these processes (those already gone are skipped)."""
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signum)
 
 
 HALF_LOAD_CALIBRATION_S = 2.0

@@ -28,6 +28,13 @@ def delivered(r: dict[str, Any]) -> float:
     return per_second / int(r.get("copies", 1))
 
 
+def _drained(r: dict[str, Any]) -> str:
+    drain_s = r.get("gateway", {}).get("drain_s")
+    if drain_s is None:
+        return "the sink did not get every line within the drain timeout"
+    return f"every line delivered {drain_s} s after it answered again"
+
+
 def _by(results: list[dict[str, Any]], encoding: str, case: str) -> dict[str, Any] | None:
     for r in results:
         if r["encoding"] == encoding and r["case"] == case:
@@ -108,7 +115,11 @@ def markdown(report: dict[str, Any]) -> str:
         gateway = _by(results, encoding, "gateway")
         if gateway is None:
             continue
-        others = [r for r in results if r["encoding"] == encoding and r["case"] != "gateway"]
+        others = [  # the stalled-upstream case measures absorbing an outage: nothing to compare
+            r
+            for r in results
+            if r["encoding"] == encoding and r["case"] not in ("gateway", "gateway-outage")
+        ]
         for other in others:
             cells = [
                 _ratio(gateway["lines_per_s"], other["lines_per_s"]),
@@ -125,6 +136,15 @@ def markdown(report: dict[str, Any]) -> str:
             *ratio_rows,
         ]
 
+    for encoding in encodings:
+        stalled = _by(results, encoding, "gateway-outage")
+        if stalled is not None:
+            out += [
+                "",
+                f"Upstream stalled ({encoding}): {_num(stalled['lines_per_s'])} lines/s "
+                "acknowledged into the buffer while the upstream took connections but never "
+                f"answered; {_drained(stalled)}.",
+            ]
     for encoding in encodings:
         one, two = _by(results, encoding, "gateway"), _by(results, encoding, "gateway-fanout")
         if one is None or two is None:

@@ -139,8 +139,9 @@ def parse_options(argv: list[str] | None) -> tuple[Options, argparse.Namespace]:
     parser.add_argument(
         "--cases",
         default=None,
-        help="comma-separated, of sink,nginx,gateway,gateway-fanout (default: all four; with "
-        "--quick sink,nginx,gateway; peers are added)",
+        help="comma-separated, of sink,nginx,gateway,gateway-fanout,gateway-outage (default: the "
+        "first four; with --quick sink,nginx,gateway; peers are added). gateway-outage: the "
+        "upstream stalls for the whole load (the sink is stopped with SIGSTOP), then resumes",
     )
     parser.add_argument(
         "--peer",
@@ -222,9 +223,10 @@ def parse_options(argv: list[str] | None) -> tuple[Options, argparse.Namespace]:
     default_cases = "sink,nginx,gateway" if quick else "sink,nginx,gateway,gateway-fanout"
     cases = [c.strip() for c in (args.cases or default_cases).split(",") if c.strip()]
     for case in cases:
-        if case not in ("sink", "nginx", "gateway", "gateway-fanout"):
+        if case not in ("sink", "nginx", "gateway", "gateway-fanout", "gateway-outage"):
             parser.error(
-                f"unknown case {case!r}: use sink, nginx, gateway, gateway-fanout (and --peer)"
+                f"unknown case {case!r}: use sink, nginx, gateway, gateway-fanout, "
+                "gateway-outage (and --peer)"
             )
     peers = []
     urls = dict(x.split("=", 1) for x in args.peer_url)
