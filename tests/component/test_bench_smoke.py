@@ -204,3 +204,24 @@ def test_quick_fanout_and_half_load_deliver_every_acknowledged_line(tmp_path: Pa
     assert r["sink"]["distinct_markers"] >= batches
     assert r["sink"]["lines"] >= 2 * (r["acked_lines"] + half["acked_lines"])
     assert "Fan-out" not in output or "two upstreams" in output
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("bench_tools")
+def test_quick_outage_absorbs_the_load_and_delivers_it_all_afterwards(tmp_path: Path) -> None:
+    """The stalled-upstream case: the sink is stopped for the whole load, yet every request is
+    answered 204, and once the sink runs again it gets every acknowledged batch once."""
+    report = tmp_path / "bench.json"
+    command = [sys.executable, str(REPO / "bench" / "run.py"), "--quick", "--unique-ids"]
+    command += ["--cases", "gateway-outage", "--python", sys.executable, "--json", str(report)]
+    done = subprocess.run(command, cwd=REPO, capture_output=True, timeout=150)
+    output = done.stdout.decode() + done.stderr.decode()
+    assert 0 == done.returncode, output
+    [r] = json.loads(report.read_text())["results"]
+    assert r["case"] == "gateway-outage" and r["acked_requests"] > 0
+    assert {"204": r["requests"]} == r["statuses"]
+    assert r["delivered_lines_during_load"] < r["acked_lines"] / 2  # the upstream was stalled
+    assert ("PASS", []) == (r["delivery"]["status"], r["delivery"]["problems"])
+    assert 0 == r["delivery"]["duplicate_batches"]
+    assert r["sink"]["distinct_markers"] >= r["acked_requests"]
+    assert "Upstream stalled (plain)" in output
