@@ -6,8 +6,9 @@ read-back from disk, no second CRC check, no thread hop. A consumer further behi
 restart, or after an upstream outage longer than the cache holds) misses and reads the files;
 once it has caught up, its cursor lands in the cache again.
 
-A cached record keeps its line protocol, and the client's gzip stream it was stored as only
-when some consumer sends such streams on as they are (a gzip upstream); never its frame head.
+A cached record keeps its line protocol, and the gzip stream it was stored as
+(Record.stored_gzip) only when some consumer sends such streams on as they are (a gzip
+upstream); never its frame head.
 The cache is bounded by the bytes its records hold (the oldest entries go first) and entries
 every consumer has passed are released early, so memory does not grow with what is buffered on
 disk.
