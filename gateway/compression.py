@@ -62,19 +62,15 @@ class InflatedTooLarge(ValueError):
     """A gzip stream that inflates to more than the limit."""
 
 
-def gunzip(raw: bytes, max_bytes: int, codec: Codec | None = None) -> bytes:
-    """Inflate a (possibly multi-member) gzip stream, zero padding after it allowed; refuse
-    output above `max_bytes`. The one decoder for request bodies and for log frames stored as
-    gzip, so a body always inflates the same way twice."""
-    return gunzip_member(raw, max_bytes, codec)[0]
-
-
 def gunzip_member(raw: bytes, max_bytes: int, codec: Codec | None = None) -> tuple[bytes, bool]:
-    """`gunzip`, and whether `raw` is exactly one gzip member, with nothing after it.
+    """Inflate a (possibly multi-member) gzip stream, zero padding after it allowed; refuse
+    output above `max_bytes`. Also says whether `raw` is exactly one gzip member, with nothing
+    after it. The one decoder for request bodies and for log frames stored as gzip, so a body
+    always inflates the same way twice.
 
-    Only such a stream can be passed on as it is to any upstream: InfluxDB 3 inflates a request
-    body with a single-member decoder and would silently drop every line after the first
-    member; Go's readers (InfluxDB 1.x/2.x, VictoriaMetrics) read every member.
+    Only a stream of one member can be passed on as it is to any upstream: InfluxDB 3 inflates
+    a request body with a single-member decoder and would silently drop every line after the
+    first member; Go's readers (InfluxDB 1.x/2.x, VictoriaMetrics) read every member.
     """
     codec = codec or CODEC
     parts: list[bytes] = []

@@ -24,13 +24,9 @@ def check_encoding(header: str | None) -> str:
     raise BadBody(f"unacceptable content-encoding: {header}")
 
 
-def gunzip(raw: bytes, max_bytes: int, codec: Codec | None = None) -> bytes:
-    """Decompress a (possibly multi-member) gzip body; refuse output above max_bytes."""
-    return gunzip_member(raw, max_bytes, codec)[0]
-
-
 def gunzip_member(raw: bytes, max_bytes: int, codec: Codec | None = None) -> tuple[bytes, bool]:
-    """`gunzip`, and whether the body is exactly one gzip member (compression.gunzip_member)."""
+    """Decompress a (possibly multi-member) gzip body, refusing output above max_bytes; and
+    whether it is exactly one gzip member (compression.gunzip_member)."""
     try:
         return compression.gunzip_member(raw, max_bytes, codec)
     except compression.InflatedTooLarge as e:

@@ -203,7 +203,8 @@ async def _process(request: web.Request, api: Api) -> web.Response:
         raise WriteRejected(
             403, f'token "{identity.name}" may not write to database "{database}"', "auth"
         )
-    if state.router.targets(database).empty:
+    targets = state.router.targets(database)
+    if targets.empty:
         raise WriteRejected(404, f'no route for database "{database}"', "route")
 
     # 4. body
@@ -231,8 +232,7 @@ async def _process(request: web.Request, api: Api) -> web.Response:
     try:
         args = (raw, encoding, precision, state, database, identity.name, received_ns)
         if len(raw) > OFFLOAD_BYTES:
-            upstreams = state.router.targets(database).upstreams
-            compress = not state.gzip_upstreams.isdisjoint(upstreams)
+            compress = not state.gzip_upstreams.isdisjoint(targets.upstreams)
             loop = asyncio.get_running_loop()
             body, result, record = await loop.run_in_executor(
                 None, _decode_and_validate, *args, compress
@@ -280,7 +280,7 @@ async def _process(request: web.Request, api: Api) -> web.Response:
 
     # 7. durable append, then answer
     assert record is not None  # store_it: some lines were accepted
-    if server.ack == "upstream" and state.router.targets(database).upstreams:
+    if server.ack == "upstream" and targets.upstreams:
         upstream_answer = await _forward_now(state, record)
         if upstream_answer is not None:
             log.lines_accepted = 0
