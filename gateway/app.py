@@ -72,7 +72,6 @@ def create_app(
         destinations=destinations,
         clock=clock,
         version=__version__,
-        gzip_upstreams=frozenset(up.name for up in config.upstreams if up.gzip),
     )
     app = web.Application(
         middlewares=[edge],

@@ -9,6 +9,7 @@ and the key. The result is a tree of frozen dataclasses that the rest of the gat
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import re
 import tomllib
@@ -199,6 +200,11 @@ class Config:
                 if suffix.isdigit() and int(suffix) > 0 and sibling.is_dir():
                     found.add(int(suffix))
         return [base] + [base.for_worker(k) for k in sorted(found)]
+
+    @functools.cached_property
+    def gzip_upstreams(self) -> frozenset[str]:
+        """The names of the upstreams sent gzip bodies (`gzip = true`)."""
+        return frozenset(up.name for up in self.upstreams if up.gzip)
 
     @property
     def store_enabled(self) -> bool:

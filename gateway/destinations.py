@@ -55,7 +55,7 @@ def build_wal(config: Config, *, read_only: bool = False) -> WriteAheadLog:
         # The memory budget is the gateway's: with N workers each keeps 1/N of it.
         tail_cache_bytes=TAIL_CACHE_BYTES // config.server.workers,
         # Clients' gzip streams are kept in memory only for upstreams that are sent them.
-        tail_keeps_gzip=any(upstream.gzip for upstream in config.upstreams),
+        tail_keeps_gzip=bool(config.gzip_upstreams),
         read_only=read_only,
     )
 

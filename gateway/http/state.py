@@ -33,7 +33,6 @@ class GatewayState:
     shutting_down: bool = False
     in_flight: int = 0
     workers: WorkerSet | None = None  # the worker processes, with `run --workers N`
-    gzip_upstreams: frozenset[str] = frozenset()  # names of the upstreams with gzip = true
 
     def wall_clock(self) -> datetime:
         """The injected clock as an aware UTC datetime (for token expiry)."""

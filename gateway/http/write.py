@@ -232,7 +232,7 @@ async def _process(request: web.Request, api: Api) -> web.Response:
     try:
         args = (raw, encoding, precision, state, database, identity.name, received_ns)
         if len(raw) > OFFLOAD_BYTES:
-            compress = not state.gzip_upstreams.isdisjoint(targets.upstreams)
+            compress = not state.config.gzip_upstreams.isdisjoint(targets.upstreams)
             loop = asyncio.get_running_loop()
             body, result, record = await loop.run_in_executor(
                 None, _decode_and_validate, *args, compress
