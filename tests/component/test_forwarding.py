@@ -395,10 +395,7 @@ async def test_gzip_batches_of_one_database_arrive_in_order_and_whole(
 ) -> None:
     """With gzip on, the batches of a window are compressed ahead of sending: still one database's
     batches arrive one after another, in order, each whole; a retried batch is resent as is."""
-    config = config_for(tmp_path, [("up", fake.url, "batch_max_lines = 5")])
-    text = (tmp_path / "gw.toml").read_text().replace("gzip = false", "gzip = true")
-    (tmp_path / "gw.toml").write_text(text)
-    config = load_config(tmp_path / "gw.toml", env={})
+    config = _gzip_config(tmp_path, fake.url, "batch_max_lines = 5")
     assert config.upstreams[0].gzip
     # The first request is slow, so the next writes pile up into a window of several batches;
     # the one after it is retried once.
@@ -457,8 +454,9 @@ async def test_gzip_bodies_are_logged_as_sent_and_forwarded_as_line_protocol(
     assert lines(1, start=7000).splitlines() == (await fake.wait_for_lines(2006, timeout=5))[-1:]
 
 
-def _gzip_config(tmp_path: Path, url: str) -> Config:
-    config_for(tmp_path, [("up", url, "")])
+def _gzip_config(tmp_path: Path, url: str, options: str = "", extra: str = "") -> Config:
+    """`config_for` with one upstream "up" at `url`, with gzip on."""
+    config_for(tmp_path, [("up", url, options)], extra)
     text = (tmp_path / "gw.toml").read_text().replace("gzip = false", "gzip = true")
     (tmp_path / "gw.toml").write_text(text)
     return load_config(tmp_path / "gw.toml", env={})
@@ -573,10 +571,7 @@ async def test_ack_upstream_sends_a_gzip_body_to_a_gzip_upstream_as_the_client_s
     """ack = "upstream" with a gzip upstream: a gzip body whose lines are all accepted is sent
     on as the client's stream (even a small one: there is no batch to join), a plain one
     compressed by the gateway."""
-    config_for(tmp_path, [("up", fake.url, "")], '[server]\nack = "upstream"\n')
-    text = (tmp_path / "gw.toml").read_text().replace("gzip = false", "gzip = true")
-    (tmp_path / "gw.toml").write_text(text)
-    gw = await start(load_config(tmp_path / "gw.toml", env={}))
+    gw = await start(_gzip_config(tmp_path, fake.url, extra='[server]\nack = "upstream"\n'))
     stream = gzip.compress(lines(3), 9)
     response = await gw.client.post(
         "/api/v2/write?bucket=mydb",
