@@ -203,6 +203,9 @@ def write_args(options: Options, target: Target, payload: Path, encoding: str) -
     return args
 
 
+CASES = ("sink", "nginx", "gateway", "gateway-fanout", "gateway-outage")  # and peer:NAME
+
+
 def start_target(options: Options, case: str, root: Path, sink: Sink, tmp_root: Path) -> Target:
     """Start the server of a case in front of `sink`."""
     if case == "sink":

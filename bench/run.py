@@ -40,7 +40,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `python bench/run.py`
 
-from bench.cases import Options, run_case
+from bench.cases import CASES, Options, run_case
 from bench.payload import write_payload
 from bench.procs import BenchError, machine_cpu
 from bench.report import markdown
@@ -223,11 +223,8 @@ def parse_options(argv: list[str] | None) -> tuple[Options, argparse.Namespace]:
     default_cases = "sink,nginx,gateway" if quick else "sink,nginx,gateway,gateway-fanout"
     cases = [c.strip() for c in (args.cases or default_cases).split(",") if c.strip()]
     for case in cases:
-        if case not in ("sink", "nginx", "gateway", "gateway-fanout", "gateway-outage"):
-            parser.error(
-                f"unknown case {case!r}: use sink, nginx, gateway, gateway-fanout, "
-                "gateway-outage (and --peer)"
-            )
+        if case not in CASES:
+            parser.error(f"unknown case {case!r}: use {', '.join(CASES)} (and --peer)")
     peers = []
     urls = dict(x.split("=", 1) for x in args.peer_url)
     pings = dict(x.split("=", 1) for x in args.peer_ping)
