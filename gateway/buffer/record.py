@@ -2,9 +2,11 @@
 
 A frame is::
 
-    magic  u8     FRAME_MAGIC (0xC1: format version 1; a zero-filled tail never looks valid)
+    magic  u8     FRAME_MAGIC (0xC1) as made, PLACED_MAGIC (0xC2) as written into a segment
+                  (a zero byte never starts a frame: zeros end a stream like the end of a file)
     length u32    bytes after the 9-byte prefix (header + strings + payload)
-    crc    u32    CRC-32 (zlib's) over magic+length, then header, strings and payload
+    crc    u32    CRC-32 (zlib's) over 0xC1+length, then header, strings and payload; in a
+                  placed frame XOR segment_mask(the segment's id)
     header        struct "<qqqIBHH": received_ns, min_time_ns, max_time_ns, lines,
                   precision code (| STORED_GZIP), len(database), len(token)
     database      utf-8
@@ -24,6 +26,11 @@ lines again. The record made on the write path keeps both, so nothing in memory 
 twice. (Frames written before the one-member rule may hold several members: they are read the
 same way, and their lines compressed again to forward.)
 
+A placed frame is valid only in the segment it was written to. The log reuses the files of
+consumed segments (segmentwriter.py), so a segment's file can hold, past its valid end, frames
+of an earlier segment: whole, with correct lengths, and failing this check. Frames made before
+placed frames existed (0xC1 on disk) are still read, in any segment.
+
 A frame that is cut short or fails its checksum ends a stream: `decode_stream` yields the valid
 prefix, and the caller learns the valid end from the last offset it was given.
 `next_frame_size` lets a chunked reader tell "need more bytes" from "corrupt".
@@ -38,6 +45,8 @@ from dataclasses import dataclass, field, replace
 from gateway.compression import crc32, gunzip_member
 
 FRAME_MAGIC = 0xC1
+PLACED_MAGIC = 0xC2
+_MAGICS = (FRAME_MAGIC, PLACED_MAGIC)
 _PREFIX = struct.Struct("<BII")  # magic, length, crc
 _LENGTH = struct.Struct("<BI")  # the checksummed part of the prefix
 _CRC = struct.Struct("<I")
@@ -117,6 +126,18 @@ def encode_parts(record: Record) -> tuple[bytes, bytes]:
     return b"".join((checked, _CRC.pack(crc), meta)), stored
 
 
+def segment_mask(segment: int) -> int:
+    """What a placed frame's checksum is XORed with: distinct for every segment id below 2**32
+    (an odd multiplier is a bijection modulo 2**32), never 0 for a real id."""
+    return (segment * 0x9E3779B1) & 0xFFFFFFFF
+
+
+def place(head: bytes, segment: int) -> bytes:
+    """The head of a frame (from `encode_parts`) as written into segment `segment`."""
+    _magic, length, crc = _PREFIX.unpack_from(head)
+    return _PREFIX.pack(PLACED_MAGIC, length, crc ^ segment_mask(segment)) + head[PREFIX_SIZE:]
+
+
 def next_frame_size(buf: bytes | memoryview, offset: int) -> int | None:
     """Size the frame at `offset` needs (PREFIX_SIZE until its prefix is complete).
 
@@ -127,7 +148,7 @@ def next_frame_size(buf: bytes | memoryview, offset: int) -> int | None:
     available = len(buf) - offset
     if available <= 0:
         return PREFIX_SIZE
-    if buf[offset] != FRAME_MAGIC:
+    if buf[offset] not in _MAGICS:
         return None
     if available < PREFIX_SIZE:
         return PREFIX_SIZE
@@ -135,17 +156,28 @@ def next_frame_size(buf: bytes | memoryview, offset: int) -> int | None:
     return PREFIX_SIZE + int(length)
 
 
-def decode_stream(buf: bytes | memoryview, offset: int = 0) -> Iterator[tuple[int, Record]]:
-    """Yield (end offset, record) for each valid frame from `offset`; stop at the first bad one."""
+def decode_stream(
+    buf: bytes | memoryview, offset: int = 0, segment: int | None = None
+) -> Iterator[tuple[int, Record]]:
+    """Yield (end offset, record) for each valid frame from `offset`; stop at the first bad one.
+
+    `segment`: the id of the segment `buf` was read from; placed frames are valid only there
+    (without it, only frames as made are).
+    """
     view = memoryview(buf)
     size = len(view)
+    mask = None if segment is None else segment_mask(segment)
     while offset + PREFIX_SIZE <= size:
         magic, length, crc = _PREFIX.unpack_from(view, offset)
         end = offset + PREFIX_SIZE + length
-        if magic != FRAME_MAGIC or end > size:
+        if end > size:
+            return
+        if magic == PLACED_MAGIC and mask is not None:
+            crc ^= mask
+        elif magic != FRAME_MAGIC:
             return
         body = view[offset + PREFIX_SIZE : end]
-        if crc32(body, crc32(view[offset : offset + _LENGTH.size], 0)) != crc:
+        if crc32(body, crc32(_LENGTH.pack(FRAME_MAGIC, length), 0)) != crc:
             return
         record = _decode_body(body)
         if record is None:

@@ -24,6 +24,7 @@ from gateway.errors import StorageError, StorageFullError
 SEGMENT_SUFFIX = ".seg"
 INDEX_SUFFIX = ".idx"
 TEMP_SUFFIX = ".tmp"
+SPARE_SUFFIX = ".spare"  # a consumed segment's file, kept to be reused (segmentwriter.py)
 _SEGMENT_NAME = re.compile(r"^(\d{20})\.seg$")
 READ_CHUNK = 1 << 20
 _FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
@@ -48,6 +49,11 @@ def segment_path(directory: Path, segment_id: int) -> Path:
 def index_path(directory: Path, segment_id: int) -> Path:
     """The summary sidecar of segment `segment_id`."""
     return directory / f"{segment_id:020d}{INDEX_SUFFIX}"
+
+
+def spare_path(directory: Path, segment_id: int) -> Path:
+    """Where the file of consumed segment `segment_id` waits to be reused."""
+    return directory / f"{segment_id:020d}{SPARE_SUFFIX}"
 
 
 def list_segments(directory: Path) -> list[tuple[int, Path, int]]:
@@ -94,8 +100,9 @@ class ScanEnd:
     state: ScanState
 
 
-def scan_segment(fd: int, start: int) -> Generator[tuple[int, Record], None, ScanEnd]:
-    """Yield (end offset, record) for each valid frame from `start`; return where it stopped.
+def scan_segment(fd: int, start: int, segment: int) -> Generator[tuple[int, Record], None, ScanEnd]:
+    """Yield (end offset, record) for each valid frame of segment `segment` from `start`;
+    return where it stopped.
 
     Reads in chunks (a frame larger than a chunk is read in one go once its size is known), so
     memory stays bounded by the largest record, never by the segment.
@@ -104,7 +111,7 @@ def scan_segment(fd: int, start: int) -> Generator[tuple[int, Record], None, Sca
     buf = b""
     pos = 0
     while True:
-        for end, record in decode_stream(buf, pos):
+        for end, record in decode_stream(buf, pos, segment):
             pos = end
             yield base + end, record
         available = len(buf) - pos
@@ -141,9 +148,9 @@ class SegmentSummary:
         return SegmentSummary(size, count, lines, low, high)
 
 
-def summarize_fd(fd: int) -> tuple[SegmentSummary, ScanEnd]:
+def summarize_fd(fd: int, segment: int) -> tuple[SegmentSummary, ScanEnd]:
     """Scan a whole open segment: the summary of its valid frames and where the scan stopped."""
-    scan = scan_segment(fd, 0)
+    scan = scan_segment(fd, 0, segment)
     summary = SegmentSummary(0)
     while True:
         try:
@@ -154,11 +161,11 @@ def summarize_fd(fd: int) -> tuple[SegmentSummary, ScanEnd]:
         summary = summary.plus((record,), end)
 
 
-def summarize_segment(path: Path) -> tuple[SegmentSummary, ScanEnd]:
+def summarize_segment(path: Path, segment: int) -> tuple[SegmentSummary, ScanEnd]:
     """Scan a whole segment file: the summary of its valid frames and where the scan stopped."""
     fd = open_read(path)
     try:
-        return summarize_fd(fd)
+        return summarize_fd(fd, segment)
     finally:
         os.close(fd)
 

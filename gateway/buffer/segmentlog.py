@@ -88,11 +88,13 @@ class SegmentLog:
         syscalls: Syscalls | None = None,
         tail_cache_bytes: int = 0,
         tail_keeps_gzip: bool = False,
+        recycle: bool = False,
     ) -> None:
         self._directory = directory
         self._fsync_mode: FsyncMode = fsync
         self._fsync_interval = fsync_interval
         self._read_only = read_only
+        self._recycle = recycle
         self._executor = executor
         self._owns_executor = False
         self._writer = SegmentWriter(
@@ -100,6 +102,7 @@ class SegmentLog:
             segment_bytes=segment_bytes,
             fsync_mode=fsync,
             syscalls=syscalls or Syscalls(),
+            recycle=recycle,
         )
         self.tail = (
             TailCache(tail_cache_bytes, keep_gzip=tail_keeps_gzip)
@@ -229,10 +232,10 @@ class SegmentLog:
 
     @property
     def end(self) -> Position:
-        """The position after the last durable record (for a reader: the last segment's size)."""
+        """The position after the last durable record (for a reader: the last segment's end)."""
         if self._writing:
             return self._writer.end
-        found = list_segments(self._directory)
+        found = self.segments()
         return Position(found[-1][0], found[-1][2]) if found else START
 
     @property
@@ -245,11 +248,21 @@ class SegmentLog:
         """Bytes in all segment files (cheap for the writer: bookkeeping, no listing)."""
         if self._writing:
             return self._writer.total_bytes
-        return sum(size for _, _, size in list_segments(self._directory))
+        return sum(size for _, _, size in self.segments())
 
     def segments(self) -> list[tuple[int, Path, int]]:
-        """(id, path, size) of every segment, oldest first."""
-        return list_segments(self._directory)
+        """(id, path, size) of every segment, oldest first. The size of the last one is where
+        its records end: with `recycle` its file can be longer (segmentwriter.py)."""
+        found = list_segments(self._directory)
+        if found and self._recycle:
+            segment_id, path, size = found[-1]
+            end = self._writer.end if self._writing else None
+            if end is not None and end.segment == segment_id:
+                found[-1] = (segment_id, path, end.offset)
+            elif end is None and size:  # a reader: the records end where a scan stops
+                with contextlib.suppress(FileNotFoundError):
+                    found[-1] = (segment_id, path, summarize_segment(path, segment_id)[1].offset)
+        return found
 
     def read(self, start: Position = START) -> Iterator[tuple[Position, Record]]:
         """Yield (position after it, record) from `start` on, across segments, in append order.
@@ -307,7 +320,7 @@ class SegmentLog:
             raise storage_error(e, f"cannot stat {path}") from e
         summary = read_index(self._directory, segment_id, size)
         if summary is None:
-            summary, _ = summarize_segment(path)
+            summary, _ = summarize_segment(path, segment_id)
         if self._writing:
             self._writer.remember_summary(segment_id, summary)
         return summary
@@ -329,7 +342,7 @@ class SegmentLog:
 def _positions(
     fd: int, segment: int, offset: int
 ) -> Generator[tuple[Position, Record], None, ScanEnd]:
-    scan = scan_segment(fd, offset)
+    scan = scan_segment(fd, offset, segment)
     while True:
         try:
             end, record = next(scan)

@@ -98,6 +98,7 @@ class WriteAheadLog:
             executor=None if read_only else self._executor,
             tail_cache_bytes=tail_cache_bytes,
             tail_keeps_gzip=tail_keeps_gzip,
+            recycle=True,
         )
         self._cursors: dict[str, Cursor] = {}
         self._wakeups: dict[str, asyncio.Event] = {}

@@ -49,7 +49,7 @@ class Disk:
         os.fsync(fd)
 
     def syscalls(self) -> Syscalls:
-        return Syscalls(pwritev=self.pwritev, fsync=self.fsync)
+        return Syscalls(pwritev=self.pwritev, fsync=self.fsync, datasync=self.fsync)
 
 
 @pytest.fixture(name="log_dir")
@@ -140,7 +140,9 @@ async def test_a_closed_segment_is_dropped_from_the_page_cache(
         os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
 
     log = SegmentLog(
-        log_dir, segment_bytes=500, syscalls=Syscalls(fsync=fsync, drop_cached=drop_cached)
+        log_dir,
+        segment_bytes=500,
+        syscalls=Syscalls(fsync=fsync, datasync=fsync, drop_cached=drop_cached),
     )
     log.open()
     for seq in range(12):

@@ -38,7 +38,10 @@ def _open(
     directory: Path, counter: FsyncCounter, fsync: FsyncMode = "always", interval: float = 1.0
 ) -> SegmentLog:
     log = SegmentLog(
-        directory, fsync=fsync, fsync_interval=interval, syscalls=Syscalls(fsync=counter)
+        directory,
+        fsync=fsync,
+        fsync_interval=interval,
+        syscalls=Syscalls(fsync=counter, datasync=counter),
     )
     log.open()
     counter.calls = 0  # open() (sync, at start-up) fsyncs the new directory

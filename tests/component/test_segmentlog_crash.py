@@ -20,10 +20,18 @@ from pathlib import Path
 from gateway.buffer.record import Record
 from gateway.buffer.segmentlog import SegmentLog
 
-async def main(directory: str) -> None:
-    log = SegmentLog(Path(directory), segment_bytes=64 * 1024)
+async def main(directory: str, recycle: bool) -> None:
+    log = SegmentLog(Path(directory), segment_bytes=64 * 1024, recycle=recycle)
     log.open()
     numbers = itertools.count()
+
+    async def consumer() -> None:  # with recycle: consumed segments' files get reused
+        while True:
+            await asyncio.sleep(0.02)
+            active = log.active_segment
+            sys.stdout.write(f"consumed-before {active}\n")  # said before it is done
+            sys.stdout.flush()
+            log.delete_segments_before(active)
 
     async def writer() -> None:
         while True:
@@ -34,9 +42,10 @@ async def main(directory: str) -> None:
             sys.stdout.flush()
 
     print("ready", flush=True)
-    await asyncio.gather(*(writer() for _ in range(8)))
+    consumers = [consumer()] if recycle else []
+    await asyncio.gather(*(writer() for _ in range(8)), *consumers)
 
-asyncio.run(main(sys.argv[1]))
+asyncio.run(main(sys.argv[1], sys.argv[2] == "recycle"))
 """
 
 
@@ -46,12 +55,15 @@ def _collect(stream: object, lines: list[str]) -> None:
 
 
 @pytest.mark.slow
-async def test_every_acknowledged_append_survives_kill_9(tmp_path: Path) -> None:
-    """After SIGKILL mid-append, reopening finds every record whose append had returned."""
+@pytest.mark.parametrize("mode", ["append", "recycle"])
+async def test_every_acknowledged_append_survives_kill_9(tmp_path: Path, mode: str) -> None:
+    """After SIGKILL mid-append, reopening finds every record whose append had returned and
+    was not consumed. With consumed segments' files reused, nothing of their old records comes
+    back, and the end of the records is found without a torn tail unless a write was cut."""
     directory = tmp_path / "wal"
     repo = Path(__file__).resolve().parents[2]
     process = subprocess.Popen(
-        [sys.executable, "-c", APPENDER, str(directory)],
+        [sys.executable, "-c", APPENDER, str(directory), mode],
         stdout=subprocess.PIPE,
         text=True,
         cwd=repo,
@@ -71,12 +83,21 @@ async def test_every_acknowledged_append_survives_kill_9(tmp_path: Path) -> None
         reader.join(timeout=10)
         if process.stdout is not None:
             process.stdout.close()
-    acknowledged = {int(line.split()[0]) for line in lines if line.endswith("\n") and " " in line}
+    complete = [line.split() for line in lines if line.endswith("\n") and " " in line]
+    consumed_before = max((int(w[1]) for w in complete if w[0] == "consumed-before"), default=0)
+    segment_of = {int(w[0]): int(w[1]) for w in complete if w[0].isdigit()}
+    acknowledged = {n for n, segment in segment_of.items() if segment >= consumed_before}
 
-    log = SegmentLog(directory)
-    log.open()
-    present = {record.min_time_ns for _, record in log.read()}
+    log = SegmentLog(directory, recycle=mode == "recycle")
+    report = log.open()
+    read = [record.min_time_ns for _, record in log.read()]
     await log.close()
 
-    assert len(acknowledged) > 50, "the appender did not get going"
-    assert set() == acknowledged - present
+    assert len(segment_of) > 50, "the appender did not get going"
+    assert set() == acknowledged - set(read)
+    assert len(read) == len(set(read)), "a record read twice"
+    assert report.torn_tails <= 1
+    if mode == "append":  # in a reused file a cut write takes the old frames after it along
+        assert report.torn_bytes <= 9 * 8_100, "more cut off than the 8 appends in flight"
+    if mode == "recycle":
+        assert consumed_before > 2, "no segment was consumed (and reused)"

@@ -215,12 +215,19 @@ def test_upstream_down_then_back_loses_nothing(tmp_path: Path) -> None:
         gateway.stop()
 
 
+@pytest.mark.parametrize("segment", ["64MiB", "64KiB"])
 def test_kill_9_under_load_delivers_every_acknowledged_line(
-    tmp_path: Path, influx: RealServer
+    tmp_path: Path, influx: RealServer, segment: str
 ) -> None:
     """kill -9 while writers are busy; after a restart on the same data dir every line that got
-    a 204 reaches the real upstream (duplicates allowed, loss never)."""
+    a 204 reaches the real upstream (duplicates allowed, loss never). With small segments the
+    buffer rolls and reuses consumed segments' files all along."""
     config = write_config(tmp_path, upstream("influx", influx.url, "v1"))
+    config.write_text(
+        config.read_text().replace(
+            'fsync = "always"', f'fsync = "always"\nsegment_bytes = "{segment}"'
+        )
+    )
     gateway = gateway_with(tmp_path, config)
     with WriteLoad(gateway, T0) as load:
         time.sleep(1.5)
@@ -228,6 +235,9 @@ def test_kill_9_under_load_delivers_every_acknowledged_line(
         gateway.process.wait(timeout=10)
     acknowledged = load.acknowledged
     assert len(acknowledged) > 100
+    if segment == "64KiB":  # the premise: many rolls, consumed files renamed to later segments
+        ids = [int(p.stem) for p in (gateway.data_dir / "buffer" / "log").glob("*.seg")]
+        assert max(ids) > 10
     restarted = gateway_with(tmp_path, config)
     try:
 
