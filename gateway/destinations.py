@@ -13,13 +13,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import aiohttp
 import structlog
 
 from gateway.buffer.record import Record
-from gateway.buffer.segmentlog import RecoveryReport
+from gateway.buffer.segmentlog import Position, RecoveryReport
 from gateway.buffer.wal import TAIL_CACHE_BYTES, Consumer, ConsumerStatus, Dropped, WriteAheadLog
 from gateway.config import Config
 from gateway.errors import StorageFullError
@@ -94,12 +94,29 @@ class Destinations:
 
     async def append(self, record: Record) -> None:
         """Make an accepted write durable (log or store); raises StorageError when it cannot."""
+        if self.wal is not None:
+            await self._durable(self.wal.append(record))
+        else:
+            assert self.store is not None
+            await self._durable(self.store.append(record))
+
+    def submit(
+        self, record: Record, future: asyncio.Future[Position], loop: asyncio.AbstractEventLoop
+    ) -> bool:
+        """From the validation thread: start appending to the log at once, when it can take the
+        record without making room (else False: `append` it on the loop). The caller awaits
+        `submitted(future)` on the loop."""
+        return self.wal is not None and self.wal.submit(record, future, loop)
+
+    async def submitted(self, future: asyncio.Future[Position]) -> None:
+        """`append`'s end for a submitted record: durable, or StorageError."""
+        assert self.wal is not None
+        await self._durable(future)
+        self.wal.appended()
+
+    async def _durable(self, appending: Awaitable[object]) -> None:
         try:
-            if self.wal is not None:
-                await self.wal.append(record)
-            else:
-                assert self.store is not None
-                await self.store.append(record)
+            await appending
         except StorageFullError:
             if not self.full:
                 log.error("buffer full: refusing writes with 503 until there is room")

@@ -148,7 +148,29 @@ class SegmentLog:
         if self._read_only or self._state != "open":
             raise StorageError(f"segment log {self._directory} is not open for writing")
         loop = asyncio.get_running_loop()
-        pending = _Append(records, loop.create_future(), loop)
+        future: asyncio.Future[Position] = loop.create_future()
+        self._enqueue(_Append(records, future, loop))
+        if self._fsync_mode == "interval" and self._syncer is None:
+            self._syncer = loop.create_task(self._sync_periodically())
+        return await future
+
+    def submit(
+        self,
+        records: Sequence[Record],
+        future: asyncio.Future[Position],
+        loop: asyncio.AbstractEventLoop,
+    ) -> bool:
+        """`append` from any thread: queue `records` for the next flush; `future` (of `loop`)
+        gets the position after them once durable. False, queuing nothing, when the log is not
+        open or (in "interval" mode) an `append` has not started its syncer yet."""
+        if self._read_only or self._state != "open":
+            return False
+        if self._fsync_mode == "interval" and self._syncer is None:
+            return False
+        self._enqueue(_Append(records, future, loop))
+        return True
+
+    def _enqueue(self, pending: _Append) -> None:
         with self._queue_changed:
             self._queue.append(pending)
             if self._flusher is None:
@@ -158,9 +180,6 @@ class SegmentLog:
                 self._flusher.start()
             else:
                 self._queue_changed.notify_all()
-        if self._fsync_mode == "interval" and self._syncer is None:
-            self._syncer = loop.create_task(self._sync_periodically())
-        return await pending.future
 
     def _flush_queue(self) -> None:
         """The writer thread: everything queued meanwhile goes in one write (+ one fsync),

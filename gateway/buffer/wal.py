@@ -143,9 +143,24 @@ class WriteAheadLog:
         if self.log.total_bytes >= self.max_bytes:
             self._make_room()
         position = await self.log.append((record,))
+        self.appended()
+        return position
+
+    def submit(
+        self, record: Record, future: asyncio.Future[Position], loop: asyncio.AbstractEventLoop
+    ) -> bool:
+        """Start `append` from another thread (the write path's validation thread), when there
+        is room without dropping anything: False, doing nothing, otherwise (then `append`).
+        `future` gets the position once durable; the caller then calls `appended` on the loop.
+        """
+        if self.log.total_bytes >= self.max_bytes:
+            return False
+        return self.log.submit((record,), future, loop)
+
+    def appended(self) -> None:
+        """Wake the consumers: records were appended (on the loop)."""
         for event in self._wakeups.values():
             event.set()
-        return position
 
     def _make_room(self) -> None:
         """Drop the oldest segment of drop_oldest consumers; refuse when still full."""

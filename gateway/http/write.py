@@ -15,7 +15,9 @@ client cannot make the gateway decompress and parse bodies it will refuse anyway
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Literal
 
 from aiohttp import web
@@ -24,6 +26,7 @@ from gateway.auth.credentials import extract_token
 from gateway.auth.policy import TokenEntry
 from gateway.auth.ratelimit import RateDecision, RateLimiter
 from gateway.buffer.record import Record, framed
+from gateway.buffer.segmentwriter import Position
 from gateway.compression import CODEC, GZIP_LEVEL
 from gateway.errors import LineProtocolBodyError, StorageError, StorageFullError
 from gateway.forward.forwarder import AS_SENT_MIN_BYTES
@@ -118,9 +121,11 @@ def _decode_and_validate(
     token: str,
     now: int,
     compress: bool = False,
-) -> tuple[bytes, ValidationResult, Record | None]:
+    submit: Callable[[Record], bool] | None = None,
+) -> tuple[bytes, ValidationResult, Record | None, bool]:
     """Decode and validate a body; also the record its accepted lines make, already framed
-    for the log (its checksum computed here, off the event loop and off the log's writer).
+    for the log (its checksum computed here, off the event loop and off the log's writer), and
+    whether it was handed to `submit`.
 
     `compress`: a gzip upstream will be sent these lines. Large accepted lines not already
     held as the client's gzip stream are then compressed here, once, in the worker thread,
@@ -140,7 +145,7 @@ def _decode_and_validate(
         max_errors=MAX_LISTED_ERRORS,
     )
     if not result.accepted:
-        return body, result, None
+        return body, result, None, False
     # Every line accepted as it came (nothing dropped or rewritten) from one gzip member: the log
     # stores the client's stream itself, 3-4x smaller than the line protocol it inflates to, and
     # gzip upstreams are sent it as it is (see record.Record.stored_gzip).
@@ -159,7 +164,12 @@ def _decode_and_validate(
         payload=result.body,
         stored_gzip=stored,
     )
-    return body, result, framed(record)
+    record = framed(record)
+    # Every line accepted, within the limit: the record is stored whatever the event loop does
+    # next, so its durable append can start here instead of after a round trip through the
+    # loop (`submit` may still decline: then the loop appends it).
+    whole = not result.rejected and result.accepted <= server.max_lines
+    return body, result, record, submit is not None and whole and submit(record)
 
 
 async def _process(request: web.Request, api: Api) -> web.Response:
@@ -228,17 +238,26 @@ async def _process(request: web.Request, api: Api) -> web.Response:
     except TimeoutError:
         raise WriteRejected(408, "request body not received in time", "timeout") from None
 
-    # 5. decode + validate (in a worker thread when large)
+    # 5. decode + validate (in a worker thread when large, which also starts the durable append
+    #    of a body accepted whole when nothing after this step can refuse it: no rate limit to
+    #    charge, no upstream to answer first)
+    durable: asyncio.Future[Position] | None = None
     try:
         args = (raw, encoding, precision, state, database, identity.name, received_ns)
         if len(raw) > OFFLOAD_BYTES:
             compress = not state.config.gzip_upstreams.isdisjoint(targets.upstreams)
             loop = asyncio.get_running_loop()
-            body, result, record = await loop.run_in_executor(
-                None, _decode_and_validate, *args, compress
+            submit = None
+            if identity.rate_limit is None and not (server.ack == "upstream" and targets.upstreams):
+                durable = loop.create_future()
+                submit = partial(state.destinations.submit, future=durable, loop=loop)
+            body, result, record, submitted = await loop.run_in_executor(
+                None, _decode_and_validate, *args, compress, submit
             )
+            if not submitted:
+                durable = None
         else:
-            body, result, record = _decode_and_validate(*args)
+            body, result, record, _ = _decode_and_validate(*args)
     except BodyTooLarge as e:
         raise WriteRejected(413, str(e), "size") from None
     except BadBody as e:
@@ -290,7 +309,10 @@ async def _process(request: web.Request, api: Api) -> web.Response:
             raise _line_errors(result, stored=True)
         return web.Response(status=204)
     try:
-        await state.destinations.append(record)
+        if durable is not None:
+            await state.destinations.submitted(durable)
+        else:
+            await state.destinations.append(record)
     except StorageError as e:
         log.lines_accepted = 0
         if identity.rate_limit is not None:

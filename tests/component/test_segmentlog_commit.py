@@ -151,3 +151,46 @@ async def test_interval_mode_fsyncs_at_most_once_per_interval(
     calls, elapsed = counter.calls, time.monotonic() - began
     await log.close()
     assert 1 <= calls <= elapsed / 0.1 + 1
+
+
+async def test_submit_from_another_thread_shares_the_flush(
+    tmp_path: Path, counter: FsyncCounter
+) -> None:
+    """`submit` (the write path's validation thread) queues records like `append`: the future
+    gets the position once durable, and concurrent ones share flushes."""
+    log = _open(tmp_path, counter)
+    loop = asyncio.get_running_loop()
+    futures = [loop.create_future() for _ in range(50)]
+    taken = await asyncio.gather(
+        *(
+            asyncio.to_thread(log.submit, [_rec(seq)], future, loop)
+            for seq, future in enumerate(futures)
+        )
+    )
+    positions = await asyncio.gather(*futures)
+    assert all(taken)
+    assert sorted(positions) == sorted(set(positions))  # one distinct end per record
+    assert max(positions) == log.end
+    assert sorted(record.payload for _, record in log.read()) == sorted(
+        _rec(seq).payload for seq in range(50)
+    )
+    assert counter.calls < 50
+    await log.close()
+
+
+async def test_submit_declines_when_the_log_cannot_take_it_from_a_thread(
+    tmp_path: Path, counter: FsyncCounter
+) -> None:
+    """False, queuing nothing: on a closed log, and in "interval" mode before an `append` has
+    started the periodic fsync (a thread cannot start it)."""
+    loop = asyncio.get_running_loop()
+    interval = _open(tmp_path / "interval", counter, fsync="interval", interval=0.05)
+    assert not interval.submit([_rec(1)], loop.create_future(), loop)
+    await interval.append([_rec(2)])
+    later = loop.create_future()
+    assert interval.submit([_rec(3)], later, loop)
+    await later
+    await interval.close()
+    closed = _open(tmp_path / "closed", counter)
+    await closed.close()
+    assert not closed.submit([_rec(4)], loop.create_future(), loop)
