@@ -117,3 +117,24 @@ def test_a_record_keeps_its_gzip_stream_only_when_asked_and_never_its_frame_head
         assert cache.size_bytes == held
         cache.release(Position(1, 100))
         assert cache.size_bytes == 0
+
+
+def test_the_tail_cache_budget_follows_consumers_and_workers(tmp_path) -> None:
+    """32 MiB for one process and one consumer; twice that for one process with several (the
+    slowest lags further); with workers the gateway's 32 MiB is split between them."""
+    from gateway.buffer.wal import TAIL_CACHE_BYTES
+    from gateway.config import load_config
+    from gateway.destinations import tail_cache_bytes
+
+    def budget(upstreams: int, workers: int, store: bool = False) -> int:
+        text = f"[server]\nworkers = {workers}\n[store]\nenabled = {str(store).lower()}\n"
+        for n in range(upstreams):
+            text += f'[[upstreams]]\nname = "u{n}"\nurl = "http://127.0.0.1:{9000 + n}"\n'
+        path = tmp_path / "gw.toml"
+        path.write_text(text)
+        return tail_cache_bytes(load_config(path, env={}))
+
+    assert 32 * 2**20 == TAIL_CACHE_BYTES == budget(1, 1)
+    assert 2 * TAIL_CACHE_BYTES == budget(2, 1) == budget(1, 1, store=True) == budget(3, 1)
+    assert TAIL_CACHE_BYTES // 2 == budget(1, 2) == budget(2, 2)
+    assert TAIL_CACHE_BYTES // 4 == budget(3, 4)
