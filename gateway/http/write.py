@@ -26,7 +26,7 @@ from gateway.auth.credentials import extract_token
 from gateway.auth.policy import TokenEntry
 from gateway.auth.ratelimit import RateDecision, RateLimiter
 from gateway.buffer.record import Record, framed
-from gateway.buffer.segmentwriter import Position
+from gateway.buffer.segmentlog import Position
 from gateway.compression import CODEC, GZIP_LEVEL
 from gateway.errors import LineProtocolBodyError, StorageError, StorageFullError
 from gateway.forward.forwarder import AS_SENT_MIN_BYTES
@@ -224,6 +224,7 @@ async def _process(request: web.Request, api: Api) -> web.Response:
         raise WriteRejected(400, str(e), "encoding") from None
     log.encoding = encoding
     server = state.config.server
+    ack_upstream = server.ack == "upstream" and bool(targets.upstreams)  # it answers first
     if (request.content_length or 0) > server.max_body_bytes:
         raise _too_large(server.max_body_bytes)
     limiter = request.app[RATE_LIMITER]
@@ -248,7 +249,7 @@ async def _process(request: web.Request, api: Api) -> web.Response:
             compress = not state.config.gzip_upstreams.isdisjoint(targets.upstreams)
             loop = asyncio.get_running_loop()
             submit = None
-            if identity.rate_limit is None and not (server.ack == "upstream" and targets.upstreams):
+            if identity.rate_limit is None and not ack_upstream:
                 durable = loop.create_future()
                 submit = partial(state.destinations.submit, future=durable, loop=loop)
             body, result, record, submitted = await loop.run_in_executor(
@@ -299,7 +300,7 @@ async def _process(request: web.Request, api: Api) -> web.Response:
 
     # 7. durable append, then answer
     assert record is not None  # store_it: some lines were accepted
-    if server.ack == "upstream" and targets.upstreams:
+    if ack_upstream:
         upstream_answer = await _forward_now(state, record)
         if upstream_answer is not None:
             log.lines_accepted = 0
