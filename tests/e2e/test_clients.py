@@ -20,6 +20,7 @@ from tests.e2e.conftest import RunningGateway, cli
 pytestmark = pytest.mark.slow
 
 NOW_S = int(time.time())
+JS_CLIENT = Path(__file__).parent / "jsclient"  # package.json pins @influxdata/influxdb-client
 
 
 def export(gateway: RunningGateway, database: str, *args: str) -> list[str]:
@@ -100,6 +101,58 @@ def test_influxdb3_python(running_gateway: RunningGateway) -> None:
         f"weather,city=oslo temp=3.5 {NOW_S * 10**9}",
         f"weather,city=rome temp=18.25 {NOW_S * 10**9}",
     ] == export(running_gateway, "v3db")
+
+
+@pytest.fixture(name="js_client", scope="session")
+def fixture_js_client() -> Path:
+    """The official JavaScript client, installed from the npm registry by its lock file (once)."""
+    node, npm = shutil.which("node"), shutil.which("npm")
+    if node is None or npm is None:
+        pytest.fail(
+            "node and npm are needed for the JavaScript client test (.ci/run installs them)"
+        )
+    if not (JS_CLIENT / "node_modules" / "@influxdata" / "influxdb-client").is_dir():
+        subprocess.run(
+            [npm, "ci", "--no-audit", "--no-fund", "--silent"],
+            cwd=JS_CLIENT,
+            check=True,
+            timeout=300,
+        )
+    return JS_CLIENT / "write.mjs"
+
+
+def test_influxdb_client_js(running_gateway: RunningGateway, js_client: Path) -> None:
+    """@influxdata/influxdb-client (JS): batched gzip writes land; a bad line comes back to the
+    client as the gateway's 400 with its line number, and the good lines of it are stored."""
+    result = subprocess.run(
+        ["node", str(js_client), running_gateway.url, running_gateway.token, "js", str(NOW_S)],
+        capture_output=True,
+        timeout=60,
+        check=True,
+    )
+    outcome = json.loads(result.stdout)
+    assert {
+        "status": 400,
+        "body": {
+            "code": "invalid",
+            "line": 2,
+            "message": "partial write of line protocol occurred:\n"
+            "  errors encountered on line(s):\n"
+            "  error parsing line 2 (1-based): missing value for field `v`",
+        },
+        "contentType": "application/json; charset=utf-8",
+    } == outcome["error"]
+    expected = [
+        f"cpu,client=js,host=h{i % 3} n={i}i,usage={i * 0.5:g} {(NOW_S - 120 + i) * 10**9}"
+        for i in range(120)
+    ]
+    assert sorted(expected) == sorted(export(running_gateway, "js"))
+    assert [f"ok v=1 {NOW_S * 10**9}", f"ok v=3 {NOW_S * 10**9}"] == export(
+        running_gateway, "js_bad"
+    )
+    log = running_gateway.stderr()
+    assert '"user_agent":"influxdb-client-js/1.35.0"' in log
+    assert '"encoding":"gzip"' in log  # batches of 50 points are above its gzip threshold
 
 
 def test_telegraf_influxdb_v2_shaped_request(running_gateway: RunningGateway) -> None:
