@@ -140,6 +140,6 @@ async def query(request: web.Request) -> web.Response:
     return v1_error(
         501,
         f"no upstream serves {target}: /query is proxied to an upstream InfluxDB with api "
-        '"v1" or "v2"; with the local store, read data with `influx-gateway store export '
+        '"v1", "v2" or "v3"; with the local store, read data with `influx-gateway store export '
         "--database DB`",
     )

@@ -101,7 +101,10 @@ async def test_query_without_upstream(gateway: Any) -> None:
     client = await gateway()
     response = await client.get("/query?db=mydb&q=SELECT+*+FROM+cpu", headers=auth(READER))
     assert 501 == response.status
-    assert "store export" in (await response.json())["error"]
+    error = (await response.json())["error"]
+    assert 'no upstream serves database "mydb"' in error
+    assert 'api "v1", "v2" or "v3"' in error
+    assert "store export --database DB" in error
 
 
 async def test_query_without_read_permission(gateway: Any) -> None:
