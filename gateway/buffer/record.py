@@ -8,7 +8,7 @@ A frame is::
     crc    u32    CRC-32 (zlib's) over 0xC1+length, then header, strings and payload; in a
                   placed frame XOR segment_mask(the segment's id)
     header        struct "<qqqIBHH": received_ns, min_time_ns, max_time_ns, lines,
-                  precision code (| STORED_GZIP), len(database), len(token)
+                  precision code (| STORED_GZIP | ONE_MEMBER), len(database), len(token)
     database      utf-8
     token         utf-8 (the token's name, never a token value)
     payload       normalized line protocol; with STORED_GZIP in the code byte, that line
@@ -25,6 +25,16 @@ exactly one member, which forwarders send as it is to gzip upstreams instead of 
 lines again. The record made on the write path keeps both, so nothing in memory is inflated
 twice. (Frames written before the one-member rule may hold several members: they are read the
 same way, and their lines compressed again to forward.)
+
+A frame whose stream is flagged ONE_MEMBER (every stored stream since that flag: the write path
+stores only single members) is read back without inflating it: the record's `payload` is
+inflated on first use, and its `size` is the stream's own ISIZE trailer. A forwarder catching up
+from disk to a gzip upstream, which is sent the stream as it is, then never inflates it (that
+was nearly all of its CPU), nor do the summaries made at recovery. Readers that need the lines
+inflate them in their own thread (`inflate`). Damage is still caught by the frame's checksum; a
+flagged stream that is not gzip at all ends the stream like any other bad frame, and one that
+passes both checks but does not inflate (only a hand-made frame can) raises
+CorruptRecordError where its lines are needed.
 
 A placed frame is valid only in the segment it was written to. The log reuses the files of
 consumed segments (segmentwriter.py), so a segment's file can hold, past its valid end, frames
@@ -43,6 +53,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 
 from gateway.compression import crc32, gunzip_member
+from gateway.errors import CorruptRecordError
 
 FRAME_MAGIC = 0xC1
 PLACED_MAGIC = 0xC2
@@ -57,10 +68,14 @@ MAX_FRAME_BODY = 2**32 - 1
 _PRECISION_CODES = {"ns": 0, "us": 1, "ms": 2, "s": 3, "m": 4, "h": 5}
 _PRECISIONS = {code: name for name, code in _PRECISION_CODES.items()}
 STORED_GZIP = 0x80  # in the precision byte: the payload is stored as a gzip stream
+ONE_MEMBER = 0x40  # with STORED_GZIP: exactly one member, whose ISIZE is the payload's size
+_FLAGS = STORED_GZIP | ONE_MEMBER
+_GZIP_MAGIC = b"\x1f\x8b\x08"  # a gzip member's first bytes (ID1, ID2, CM = deflate)
+_GZIP_MIN = 18  # a member's 10-byte header and 8-byte trailer
 _INFLATE_LIMIT = 2**62  # a stored stream passed its checksum: only a bug could make it huge
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, eq=False)
 class Record:
     """One accepted write: where it goes, who sent it, its time range and its lines."""
 
@@ -75,9 +90,106 @@ class Record:
     # Everything of the frame before the payload, when computed in advance (`framed`): the
     # writer then only writes it. Not part of the record's value.
     frame_head: bytes | None = field(default=None, compare=False, repr=False)
-    # `payload` as one gzip member, to store and forward instead (see above); set only when
-    # inflating it gives `payload`. Not part of the record's value either.
+    # `payload` as exactly one gzip member, to store and forward instead (see above); set only
+    # when inflating it gives `payload`. Not part of the record's value either.
     stored_gzip: bytes | None = field(default=None, compare=False, repr=False)
+
+    def __eq__(self, other: object) -> bool:
+        """The same write (a record read back lazily equals the one written)."""
+        if not isinstance(other, Record):
+            return NotImplemented
+        return self._value() == other._value()
+
+    def __hash__(self) -> int:
+        return hash(self._value())
+
+    def _value(self) -> tuple[str, str, int, str, int, int, int, bytes]:
+        return (
+            self.database,
+            self.precision,
+            self.received_ns,
+            self.token,
+            self.lines,
+            self.min_time_ns,
+            self.max_time_ns,
+            self.payload,
+        )
+
+    @property
+    def size(self) -> int:
+        """Bytes of line protocol (`len(payload)`, known without inflating it)."""
+        return len(self.payload)
+
+    @property
+    def inflated(self) -> bool:
+        """Whether `payload` is in memory (False only for a record read back lazily)."""
+        return True
+
+    def inflate(self) -> None:
+        """Have `payload` in memory from now on (inflate a lazily read record's stream here, in
+        the caller's thread); raises CorruptRecordError for a stream that does not inflate."""
+
+
+_PAYLOAD_SLOT = Record.__dict__["payload"]  # the slot that holds a record's payload
+
+
+class _Deflated(Record):
+    """A record read back whose line protocol is still its stored stream: `payload` inflates
+    it on first use (then keeps it), `size` comes from the stream's ISIZE trailer."""
+
+    __slots__ = ("_size",)
+    _size: int
+
+    def __init__(
+        self,
+        database: str,
+        precision: str,
+        received_ns: int,
+        token: str,
+        lines: int,
+        min_time_ns: int,
+        max_time_ns: int,
+        stored_gzip: bytes,
+    ) -> None:
+        super().__init__(
+            database,
+            precision,
+            received_ns,
+            token,
+            lines,
+            min_time_ns,
+            max_time_ns,
+            None,  # type: ignore[arg-type]  # the payload slot stays empty until inflated
+            stored_gzip=stored_gzip,
+        )
+        object.__setattr__(self, "_size", int.from_bytes(stored_gzip[-4:], "little"))
+
+    @property
+    def payload(self) -> bytes:
+        payload: bytes | None = _PAYLOAD_SLOT.__get__(self, Record)
+        if payload is None:
+            assert self.stored_gzip is not None
+            try:
+                payload, _ = gunzip_member(self.stored_gzip, _INFLATE_LIMIT)
+            except ValueError as e:  # passed its checksum: a hand-made frame
+                raise CorruptRecordError(f"a stored gzip stream does not inflate: {e}") from None
+            _PAYLOAD_SLOT.__set__(self, payload)
+        return payload
+
+    @payload.setter
+    def payload(self, value: bytes | None) -> None:  # for Record.__init__ only: it is frozen
+        _PAYLOAD_SLOT.__set__(self, value)
+
+    @property
+    def size(self) -> int:
+        return self._size
+
+    def inflate(self) -> None:
+        self.payload  # noqa: B018  # the property inflates and keeps the lines
+
+    @property
+    def inflated(self) -> bool:
+        return _PAYLOAD_SLOT.__get__(self, Record) is not None
 
 
 def encode(record: Record) -> bytes:
@@ -104,7 +216,7 @@ def encode_parts(record: Record) -> tuple[bytes, bytes]:
     if code is None:
         raise ValueError(f"unknown precision {record.precision!r}")
     if record.stored_gzip is not None:
-        code |= STORED_GZIP
+        code |= _FLAGS if record.size < 2**32 else STORED_GZIP  # ISIZE is the size mod 2**32
     try:
         header = _HEADER.pack(
             record.received_ns,
@@ -190,7 +302,7 @@ def _decode_body(body: memoryview) -> Record | None:
     if len(body) < _HEADER.size:
         return None
     received, min_time, max_time, lines, code, db_len, token_len = _HEADER.unpack_from(body)
-    precision = _PRECISIONS.get(code & ~STORED_GZIP)
+    precision = _PRECISIONS.get(code & ~_FLAGS)
     strings_end = _HEADER.size + db_len + token_len
     if precision is None or strings_end > len(body):
         return None
@@ -201,6 +313,12 @@ def _decode_body(body: memoryview) -> Record | None:
         return None
     payload = bytes(body[strings_end:])
     stored_gzip = None
+    if code & _FLAGS == _FLAGS:
+        if len(payload) < _GZIP_MIN or not payload.startswith(_GZIP_MAGIC):
+            return None
+        return _Deflated(
+            database, precision, received, token, lines, min_time, max_time, stored_gzip=payload
+        )
     if code & STORED_GZIP:
         try:
             inflated, one_member = gunzip_member(payload, _INFLATE_LIMIT)

@@ -102,7 +102,7 @@ class TailCache:
                 entry = self._entries[i]
                 out.append((entry.end, entry.record))
                 lines += entry.record.lines
-                size += len(entry.record.payload)
+                size += entry.record.size
                 if (
                     len(out) >= limits.max_records
                     or lines >= limits.max_lines
@@ -116,6 +116,8 @@ class TailCache:
         stored_gzip = record.stored_gzip if self.keep_gzip else None
         if record.frame_head is None and record.stored_gzip is stored_gzip:
             return record
+        if not record.inflated:  # read back lazily, not made by the write path: its stream is all
+            return record  # it holds (and `_held` counts it), so keep it as it is
         return replace(record, frame_head=None, stored_gzip=stored_gzip)
 
     def release(self, position: Position) -> None:
@@ -147,4 +149,5 @@ class TailCache:
 
 def _held(record: Record) -> int:
     """The bytes a cached record keeps in memory."""
-    return len(record.payload) + (0 if record.stored_gzip is None else len(record.stored_gzip))
+    lines = record.size if record.inflated else 0
+    return lines + (0 if record.stored_gzip is None else len(record.stored_gzip))

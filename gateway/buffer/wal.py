@@ -204,23 +204,42 @@ class WriteAheadLog:
         return event
 
     def read(
-        self, start: Position, *, max_records: int, max_lines: int, max_bytes: int
+        self,
+        start: Position,
+        *,
+        max_records: int,
+        max_lines: int,
+        max_bytes: int,
+        as_stored: Callable[[Record], bool] | None = None,
     ) -> list[tuple[Position, Record]]:
-        """Records from `start` on, up to the limits (at least one when any is there)."""
+        """Records from `start` on, up to the limits (at least one when any is there).
+
+        Records read back with their lines still a stored gzip stream are inflated here, in the
+        reading thread, except those `as_stored` says the caller sends as the stream they are.
+        """
         out: list[tuple[Position, Record]] = []
         lines = size = 0
         for position, record in self.log.read(start):
+            if not record.inflated and (as_stored is None or not as_stored(record)):
+                record.inflate()
             out.append((position, record))
             lines += record.lines
-            size += len(record.payload)
+            size += record.size
             if len(out) >= max_records or lines >= max_lines or size >= max_bytes:
                 break
         return out
 
     async def read_async(
-        self, start: Position, *, max_records: int, max_lines: int, max_bytes: int
+        self,
+        start: Position,
+        *,
+        max_records: int,
+        max_lines: int,
+        max_bytes: int,
+        as_stored: Callable[[Record], bool] | None = None,
     ) -> list[tuple[Position, Record]]:
-        """`read`: from the tail cache when it holds `start`, else in a worker thread."""
+        """`read`: from the tail cache when it holds `start` (its records made by the write
+        path, lines in memory), else in a worker thread."""
         cached = self.log.read_cached(start, Limits(max_records, max_lines, max_bytes))
         if cached is not None:
             return cached
@@ -228,7 +247,11 @@ class WriteAheadLog:
         return await loop.run_in_executor(
             self._executor,
             lambda: self.read(
-                start, max_records=max_records, max_lines=max_lines, max_bytes=max_bytes
+                start,
+                max_records=max_records,
+                max_lines=max_lines,
+                max_bytes=max_bytes,
+                as_stored=as_stored,
             ),
         )
 

@@ -50,15 +50,24 @@ class Batch:
 
     database: str
     precision: str
-    payloads: list[bytes] = field(default_factory=list)
+    parts: list[bytes] = field(default_factory=list)  # line protocol, record by record
     lines: int = 0
     size: int = 0
     prepared: asyncio.Task[bytes | None] | None = None  # the wire body, made in advance
     as_sent: bytes | None = None  # a gzip upstream's wire body as it is: the stored stream
+    record: Record | None = None  # the one record of an `as_sent` batch (instead of `parts`)
+
+    @property
+    def payloads(self) -> list[bytes]:
+        """The line protocol (an `as_sent` record's is inflated here, only when needed: to
+        split the batch or dead-letter lines; a record read back from disk holds only its
+        stream)."""
+        return [self.record.payload] if self.record is not None else self.parts
 
     def body(self) -> bytes:
         """The request body in one piece (sending uses the payloads as they are)."""
-        return self.payloads[0] if len(self.payloads) == 1 else b"".join(self.payloads)
+        payloads = self.payloads
+        return payloads[0] if len(payloads) == 1 else b"".join(payloads)
 
 
 class Stopping(Exception):
@@ -141,6 +150,7 @@ class Forwarder:
                 max_records=MAX_WINDOW_RECORDS,
                 max_lines=max_lines,
                 max_bytes=max_bytes,
+                as_stored=sent_as_stored if cfg.gzip else None,
             )
             lines = sum(record.lines for _, record in window)
             remaining = deadline - self._clock()
@@ -179,7 +189,7 @@ class Forwarder:
             if self.config.gzip:  # compress them all at once (in threads), send one by one
                 for batch in batches:
                     if batch.as_sent is None:
-                        batch.prepared = asyncio.ensure_future(self._client.prepare(batch.payloads))
+                        batch.prepared = asyncio.ensure_future(self._client.prepare(batch.parts))
             for batch in batches:
                 await self.deliver(batch)
         finally:
@@ -198,10 +208,13 @@ class Forwarder:
             prepared = batch.as_sent
             if prepared is None and batch.prepared is not None:
                 prepared = await batch.prepared
+            # A stored stream goes to its (gzip) upstream as it is: no lines to hand over, so
+            # none are inflated (plan_batches makes such batches for gzip upstreams only).
+            body = batch.parts if batch.as_sent is not None else batch.payloads
             async with self._semaphore:
                 started = time.perf_counter()
                 response = await self._client.write(
-                    batch.database, batch.precision, batch.payloads, prepared=prepared
+                    batch.database, batch.precision, body, prepared=prepared
                 )
                 elapsed = time.perf_counter() - started
             status = "error" if response.status is None else str(response.status)
@@ -339,31 +352,40 @@ def plan_batches(
     done: list[Batch] = []
     for record in records:
         key = (record.database, record.precision)
-        stream = record.stored_gzip
-        if gzip and stream is not None and len(record.payload) >= AS_SENT_MIN_BYTES:
+        if gzip and sent_as_stored(record):
             if key in open_batches:  # what came before it goes first
                 done.append(open_batches.pop(key))
-            done.append(_as_sent(record, stream))
+            done.append(_as_sent(record))
             continue
         batch = open_batches.get(key)
         if batch is not None and (
-            batch.lines + record.lines > max_lines or batch.size + len(record.payload) > max_bytes
+            batch.lines + record.lines > max_lines or batch.size + record.size > max_bytes
         ):
             done.append(batch)
             batch = None
         if batch is None:
             batch = open_batches[key] = Batch(record.database, record.precision)
-        batch.payloads.append(record.payload)
+        batch.parts.append(record.payload)
         batch.lines += record.lines
-        batch.size += len(record.payload)
+        batch.size += record.size
     return done + list(open_batches.values())
 
 
-def _as_sent(record: Record, stream: bytes) -> Batch:
+def sent_as_stored(record: Record) -> bool:
+    """Whether a gzip upstream is sent this record alone, as the gzip stream it is held as
+    (then its lines need not be in memory). Pure."""
+    return record.stored_gzip is not None and record.size >= AS_SENT_MIN_BYTES
+
+
+def _as_sent(record: Record) -> Batch:
     """A batch of one record, to send as the gzip stream it was stored as."""
-    size = len(record.payload)
     return Batch(
-        record.database, record.precision, [record.payload], record.lines, size, as_sent=stream
+        record.database,
+        record.precision,
+        lines=record.lines,
+        size=record.size,
+        as_sent=record.stored_gzip,
+        record=record,
     )
 
 

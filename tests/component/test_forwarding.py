@@ -17,6 +17,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client import CollectorRegistry
 
 from gateway.app import create_app
+from gateway.buffer import record as record_module
 from gateway.config import Config, load_config
 from gateway.forward import deadletter
 from gateway.forward.forwarder import AS_SENT_MIN_BYTES
@@ -563,6 +564,47 @@ async def test_a_body_sent_as_the_client_sent_it_is_split_as_line_protocol_on_41
     assert [r.raw_body == stream for r in fake.requests] == [True, True, False, False]
     assert [len(r.lines()) for r in fake.requests] == [3000, 3000, 1500, 1500]
     assert got[6000:] == body.splitlines()
+
+
+async def test_streams_read_back_from_disk_go_to_a_gzip_upstream_without_inflating_them(
+    start: Any, fake: FakeUpstream, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Catching up from the files (written while the upstream was away, read after a restart),
+    a gzip upstream is sent each large stored stream as it is and the gateway never inflates
+    one; when the upstream answers 413 to one, that record's lines are inflated then, to split
+    it. Every line arrives."""
+    bodies = [lines(3000, start=k * 10_000) for k in range(3)]
+    streams = [gzip.compress(body, 9, mtime=k) for k, body in enumerate(bodies)]
+    down = await start(_gzip_config(tmp_path, "http://127.0.0.1:9"))
+    for stream in streams:
+        response = await down.client.post(
+            "/api/v2/write?bucket=mydb",
+            data=stream,
+            headers={**auth(WRITER), "Content-Encoding": "gzip"},
+        )
+        assert 204 == response.status
+    await down.client.close()
+
+    inflated: list[int] = []
+    original = record_module.gunzip_member
+
+    def counting(raw: bytes, max_bytes: int) -> tuple[bytes, bool]:
+        inflated.append(len(raw))
+        return original(raw, max_bytes)
+
+    monkeypatch.setattr(record_module, "gunzip_member", counting)
+    fake.script(Step(204), Step(413))  # the second stream is refused whole once
+    await start(_gzip_config(tmp_path, fake.url))
+    got = await fake.wait_for_lines(9000 + 3000, timeout=20)
+    assert [r.raw_body == streams[k] for r, k in zip(fake.requests, (0, 1), strict=False)] == [
+        True,
+        True,
+    ]
+    assert got[:3000] == bodies[0].splitlines()
+    assert got[6000:] == (bodies[1] + bodies[2]).splitlines()  # halves, then the third
+    assert [len(r.lines()) for r in fake.requests] == [3000, 3000, 1500, 1500, 3000]
+    assert fake.requests[-1].raw_body == streams[2]
+    assert inflated == [len(streams[1])]  # only the stream that had to be split
 
 
 async def test_ack_upstream_sends_a_gzip_body_to_a_gzip_upstream_as_the_client_sent_it(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 from pathlib import Path
 
 from gateway.buffer.cursor import cursor_path
@@ -99,4 +100,35 @@ async def test_drop_oldest_makes_room_and_reports(tmp_path: Path) -> None:
     assert dropped
     assert wal.log.total_bytes <= 600 + 200
     assert sum(d.lines for d in dropped) + len(await consume_all(wal, "mirror")) == 30
+    await wal.close()
+
+
+async def test_streams_read_back_are_inflated_unless_sent_as_stored(tmp_path: Path) -> None:
+    """Records held as gzip streams, read back from the files (after a restart: no tail cache):
+    the reader inflates them in its own thread, except those the caller sends as the stream
+    they are (a gzip upstream); those keep only their stream, with its size."""
+    lines = [b"cpu,host=h%d v=%di %d\n" % (i, i, T) * 50 for i in range(3)]
+    wal = wal_at(tmp_path, Consumer("up"))
+    for i, payload in enumerate(lines):
+        stream = gzip.compress(payload)
+        await wal.append(Record("db", "ns", T, "tok", 50, T, T, payload, stored_gzip=stream))
+        if i == 0:
+            await wal.append(record(9))  # a plain record among them
+    await wal.close()
+    wal = wal_at(tmp_path, Consumer("up"))
+    window = await wal.read_async(
+        wal.cursor("up").position,
+        max_records=10,
+        max_lines=10**6,
+        max_bytes=2**30,
+        as_stored=lambda r: r.lines == 50 and r.size > len(lines[0]) // 2,
+    )
+    got = [r for _, r in window]
+    assert [False, True, False, False] == [r.inflated for r in got]
+    assert [len(lines[0]), len(record(9).payload), len(lines[1]), len(lines[2])] == [
+        r.size for r in got
+    ]
+    assert [lines[0], record(9).payload, *lines[1:]] == [r.payload for r in got]  # on demand
+    again = wal.read(wal.cursor("up").position, max_records=10, max_lines=10**6, max_bytes=2**30)
+    assert [True] * 4 == [r.inflated for _, r in again]  # no predicate: every line in memory
     await wal.close()

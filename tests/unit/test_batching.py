@@ -3,13 +3,14 @@ records sent to a gzip upstream as the client's own gzip stream."""
 
 from __future__ import annotations
 
+import gzip
 from collections import defaultdict
 
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway.buffer.record import Record
-from gateway.forward.forwarder import AS_SENT_MIN_BYTES, plan_batches
+from gateway.buffer.record import Record, decode_stream, encode
+from gateway.forward.forwarder import AS_SENT_MIN_BYTES, plan_batches, sent_as_stored
 
 T = 1_700_000_000 * 10**9
 BIG = AS_SENT_MIN_BYTES
@@ -94,3 +95,42 @@ def test_a_large_stream_ends_the_batch_before_it() -> None:
     assert [(b.payloads, b.as_sent) for b in plain] == [
         ([small.payload, large.payload, later.payload], None)
     ]
+
+
+def _read_back(payload: bytes) -> Record:
+    """A record as a reader of the log gets it: lines held as a one-member gzip stream, not
+    inflated yet."""
+    written = Record("a", "ns", T, "t", 3, T, T, payload, stored_gzip=gzip.compress(payload))
+    [(_, record)] = list(decode_stream(encode(written)))
+    assert not record.inflated
+    return record
+
+
+def test_a_stream_read_back_goes_to_a_gzip_upstream_without_being_inflated() -> None:
+    """A large record read back from disk: a gzip upstream's batch is its stream, sized by its
+    trailer, and nothing inflates it; its lines are still there when asked for (a split, a dead
+    letter), and a plain upstream's batch gets them."""
+    payload = b"cpu,host=a v=1i 1700000000000000000\n" * (BIG // 30)
+    record = _read_back(payload)
+    [batch] = plan_batches([record], max_lines=100, max_bytes=10 * BIG, gzip=True)
+    assert (batch.as_sent, batch.parts, batch.size, batch.lines) == (
+        record.stored_gzip,
+        [],
+        len(payload),
+        3,
+    )
+    assert not record.inflated
+    assert batch.body() == payload  # inflated on demand
+    assert record.inflated
+    other = _read_back(payload)
+    [plain] = plan_batches([other], max_lines=100, max_bytes=10 * BIG, gzip=False)
+    assert (plain.as_sent, plain.parts) == (None, [payload])
+
+
+def test_a_small_stream_read_back_is_batched_as_lines() -> None:
+    """Below AS_SENT_MIN_BYTES a stored stream is batched with others as line protocol (its
+    size, from the trailer, counts like any payload)."""
+    small = _read_back(b"m v=1i 1\n")
+    assert not sent_as_stored(small) and small.size == 9
+    batches = plan_batches([small, small], max_lines=100, max_bytes=18, gzip=True)
+    assert [b.parts for b in batches] == [[b"m v=1i 1\n", b"m v=1i 1\n"]]

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from gateway.buffer.record import (
     FRAME_MAGIC,
+    ONE_MEMBER,
     PLACED_MAGIC,
     PREFIX_SIZE,
     STORED_GZIP,
@@ -24,6 +25,7 @@ from gateway.buffer.record import (
     place,
     segment_mask,
 )
+from gateway.errors import CorruptRecordError
 
 INT64 = st.integers(min_value=-(2**63), max_value=2**63 - 1)
 
@@ -55,7 +57,25 @@ def _gzip_bodies(draw: st.DrawFn) -> tuple[Record, bool]:
     return replace(record, stored_gzip=stored + padding), len(parts) == 1 and not padding
 
 
-records = plain_records | _gzip_bodies().map(lambda drawn: drawn[0])
+@st.composite
+def _one_member_bodies(draw: st.DrawFn) -> Record:
+    """A record whose stream is one gzip member, as the write path stores them."""
+    record = draw(plain_records)
+    level = draw(st.sampled_from([1, 6]))
+    return replace(record, stored_gzip=gzip.compress(record.payload, level))
+
+
+records = plain_records | _one_member_bodies()
+
+
+def _old_frame(record: Record) -> bytes:
+    """`record`'s frame as written before streams were flagged ONE_MEMBER (when a stream could
+    hold several members): the flag cleared, the checksum made again."""
+    frame = bytearray(encode(record))
+    frame[PREFIX_SIZE + 28] &= ~ONE_MEMBER
+    crc = zlib.crc32(frame[PREFIX_SIZE:], zlib.crc32(frame[:5]))
+    frame[5:9] = crc.to_bytes(4, "little")
+    return bytes(frame)
 
 
 def _record(payload: bytes = b"cpu,host=a usage=1 1700000000000000000\n", **kw: object) -> Record:
@@ -196,10 +216,27 @@ def test_a_gzip_body_is_stored_as_it_came_and_read_back_as_line_protocol() -> No
     frame = encode(record)
     assert len(frame) < len(encode(_record(lines, lines=500))) / 3
     assert record.stored_gzip is not None and frame.endswith(record.stored_gzip)
-    assert frame[PREFIX_SIZE + 28] == 0 | STORED_GZIP  # precision "ns" (0), flagged
+    assert frame[PREFIX_SIZE + 28] == 0 | STORED_GZIP | ONE_MEMBER  # precision "ns" (0), flagged
     [(end, decoded)] = list(decode_stream(frame))
-    assert (end, decoded, decoded.payload) == (len(frame), record, lines)
     assert decoded.stored_gzip == record.stored_gzip  # kept, to forward as it is
+    assert (False, len(lines)) == (decoded.inflated, decoded.size)  # known without inflating
+    assert (end, decoded, decoded.payload) == (len(frame), record, lines)
+    assert decoded.inflated  # inflated once, when its lines were asked for
+
+
+@given(_one_member_bodies())
+def test_a_stored_stream_is_read_back_without_inflating_it(record: Record) -> None:
+    """A one-member stream is read back as it is: its size is its ISIZE trailer, its lines are
+    inflated on first use and equal the lines written."""
+    [(_, decoded)] = list(decode_stream(encode(record)))
+    assert (False, len(record.payload)) == (decoded.inflated, decoded.size)
+    assert decoded.stored_gzip == record.stored_gzip
+    assert (decoded.payload, decoded.size, decoded.inflated) == (
+        record.payload,
+        len(record.payload),
+        True,
+    )
+    assert decoded == record and hash(decoded) == hash(record)
 
 
 @given(_gzip_bodies())
@@ -210,7 +247,8 @@ def test_a_stored_stream_is_kept_when_read_back_only_when_it_is_one_member(
     one gzip member: one with more members or padding after it (from a frame written before
     the write path stored only single members) is not passed on as it is."""
     record, one_member = drawn
-    [(_, decoded)] = list(decode_stream(encode(record)))
+    [(_, decoded)] = list(decode_stream(_old_frame(record)))
+    assert decoded.inflated  # an old frame's stream is inflated as it is read
     assert decoded == record
     assert decoded.stored_gzip == (record.stored_gzip if one_member else None)
 
@@ -219,8 +257,22 @@ def test_a_stored_stream_that_does_not_inflate_ends_the_stream() -> None:
     """Checksummed bytes flagged as gzip that are not gzip (never written by the gateway): the
     frame is invalid, like any other damage."""
     good = encode(_record())
-    bad = encode(_record(stored_gzip=b"not gzip at all"))
-    assert [_record()] == [record for _, record in decode_stream(good + bad + good)]
+    for bad in (
+        encode(_record(stored_gzip=b"not gzip at all")),
+        _old_frame(_record(stored_gzip=b"not gzip at all")),
+        encode(_record(stored_gzip=b"\x1f\x8b\x08")),  # a gzip magic, too short for a member
+    ):
+        assert [_record()] == [record for _, record in decode_stream(good + bad + good)]
+
+
+def test_a_flagged_stream_that_does_not_inflate_raises_where_its_lines_are_needed() -> None:
+    """A checksummed, flagged member whose deflate data is broken (only a hand-made frame can
+    be): read back lazily, it raises CorruptRecordError when its lines are asked for."""
+    stream = bytearray(gzip.compress(b"cpu v=1 1\n" * 100))
+    stream[12:20] = b"\xff" * 8  # inside the deflate data
+    [(_, decoded)] = list(decode_stream(encode(_record(stored_gzip=bytes(stream)))))
+    with pytest.raises(CorruptRecordError, match="does not inflate"):
+        decoded.payload  # noqa: B018  # the access is the test
 
 
 SEGMENT_IDS = st.integers(min_value=1, max_value=2**32 - 1)
