@@ -6,7 +6,7 @@ Fills a buffer with ~1 MB records (fsync off: filling is not what is measured), 
 a restart does before /ready: opening the log (recovery scans only the last segment) and
 computing the pending status of a consumer from the segment summaries. With --gzip the records
 are held as gzip streams (Telegraf-like 5,000-line batches, as a gzip body or a plain body for a
-gzip upstream is logged), ~3.6x more line protocol per GiB, which the recovery scan inflates.
+gzip upstream is logged), ~3.6x more line protocol per GiB (read back without inflating it).
 """
 
 from __future__ import annotations
