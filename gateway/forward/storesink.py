@@ -11,6 +11,7 @@ import asyncio
 
 import structlog
 
+from gateway.buffer.record import Record
 from gateway.buffer.wal import WriteAheadLog
 from gateway.errors import StorageError
 from gateway.observability import Metrics
@@ -19,6 +20,11 @@ from gateway.store import LocalStore
 
 STORE_CONSUMER = "@store"
 log = structlog.get_logger("gateway.store")
+
+
+def _kept_as_stored(_record: Record) -> bool:
+    """Every record: the store frames a record's stored stream again without its lines."""
+    return True
 
 
 class StoreConsumer:
@@ -57,7 +63,11 @@ class StoreConsumer:
         cursor = self._wal.cursor(STORE_CONSUMER)
         self._wal.wakeup(STORE_CONSUMER).clear()
         window = await self._wal.read_async(
-            cursor.position, max_records=10_000, max_lines=1_000_000, max_bytes=64 * 2**20
+            cursor.position,
+            max_records=10_000,
+            max_lines=1_000_000,
+            max_bytes=64 * 2**20,
+            as_stored=_kept_as_stored,  # the store keeps a stored gzip stream as it is
         )
         if not window:
             return False
