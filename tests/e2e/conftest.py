@@ -160,14 +160,15 @@ def fixture_running_gateway(tmp_path: Path) -> Iterator[RunningGateway]:
 
 
 class WriteLoad:
-    """Writer threads POSTing 10-line batches of distinct ids (`load,w=N id=<id>i`) to a
-    gateway until stopped; `acknowledged` holds the ids of every batch that got a 204. Odd
-    writers send gzip bodies that validate unchanged, which the log stores as sent."""
+    """Writer threads POSTing batches of `lines` distinct ids (`load,w=N id=<id>i`, 10 by
+    default) to a gateway until stopped; `acknowledged` holds the ids of every batch that got a
+    204. Odd writers send gzip bodies that validate unchanged, which the log stores as sent."""
 
-    def __init__(self, gateway: RunningGateway, t0: int, writers: int = 4) -> None:
+    def __init__(self, gateway: RunningGateway, t0: int, writers: int = 4, lines: int = 10) -> None:
         self.acknowledged: list[int] = []
         self._gateway = gateway
         self._t0 = t0
+        self._lines = lines
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._threads = [threading.Thread(target=self._run, args=(w,)) for w in range(writers)]
@@ -185,7 +186,7 @@ class WriteLoad:
     def _run(self, worker: int) -> None:
         n = 0
         while not self._stop.is_set() and n < 2000:
-            ids = [worker * 1_000_000 + n * 10 + k for k in range(10)]
+            ids = [worker * 10**9 + n * self._lines + k for k in range(self._lines)]
             gzipped = worker % 2 == 1
             end = "\n" if gzipped else " \n"  # a trailing space: rewritten, stored plain
             body = "".join(f"load,w={worker} id={i}i {self._t0 + i}{end}" for i in ids).encode()

@@ -4,6 +4,7 @@ influxdb-client library, read back from each server point by point; and kill -9 
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -247,6 +248,47 @@ def test_kill_9_under_load_delivers_every_acknowledged_line(
 
         wait_until(lambda: set(acknowledged) <= delivered(), 30, "every acknowledged line")
         assert set() == set(acknowledged) - delivered()
+    finally:
+        restarted.stop()
+
+
+def test_kill_9_while_the_upstream_is_away_then_back_delivers_every_large_gzip_body(
+    tmp_path: Path, influx: RealServer
+) -> None:
+    """Batches of 1,700 lines (above 64 KiB) while the upstream is unreachable, half of them
+    gzip bodies buffered as the client sent them; kill -9; restarted with the upstream back,
+    the gateway reads the buffer back from disk and sends each of those as the stream it is
+    (not inflated, one request each) to the gzip upstream: every acknowledged line arrives."""
+    away = write_config(tmp_path, upstream("influx", f"http://127.0.0.1:{free_port()}", "v1"))
+    gateway = gateway_with(tmp_path, away)
+    with WriteLoad(gateway, T0, lines=1700) as load:
+        time.sleep(1.5)
+        gateway.process.kill()  # SIGKILL, mid-load
+        gateway.process.wait(timeout=10)
+    acknowledged = load.acknowledged
+    gzip_batches = len({i // 1700 for i in acknowledged if (i // 10**9) % 2 == 1})
+    assert gzip_batches >= 2
+    status = json.loads(
+        cli(
+            "buffer", "status", "--json", "-c", str(away), "--data-dir", str(gateway.data_dir)
+        ).stdout
+    )
+    [pending] = status
+    assert pending["pending_records"] * 1700 >= len(acknowledged)  # nothing was forwarded
+    back = write_config(tmp_path, upstream("influx", influx.url, "v1"))
+    restarted = gateway_with(tmp_path, back)
+    try:
+
+        def delivered() -> set[int]:
+            rows = influxdb1_query(influx, "telegraf", 'SELECT "id" FROM "load"')
+            return {int(row["id"]) for row in rows}  # type: ignore[call-overload]
+
+        wait_until(lambda: set(acknowledged) <= delivered(), 60, "every acknowledged line")
+        assert set() == set(acknowledged) - delivered()
+        sent = restarted.metric_values(
+            "gateway_upstream_requests_total", upstream="influx", status="204"
+        )
+        assert sent and sent[0] >= gzip_batches  # each gzip body went alone
     finally:
         restarted.stop()
 
