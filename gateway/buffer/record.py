@@ -135,7 +135,9 @@ _PAYLOAD_SLOT = Record.__dict__["payload"]  # the slot that holds a record's pay
 
 class _Deflated(Record):
     """A record read back whose line protocol is still its stored stream: `payload` inflates
-    it on first use (then keeps it), `size` comes from the stream's ISIZE trailer."""
+    it on first use and keeps it (threads racing to it inflate the same bytes; either is kept),
+    `size` comes from the stream's ISIZE trailer. Made only by `decode_stream` (it has no
+    `dataclasses.replace`: `framed` and the tail cache take records of the write path)."""
 
     __slots__ = ("_size",)
     _size: int
@@ -304,7 +306,7 @@ def _decode_body(body: memoryview) -> Record | None:
     received, min_time, max_time, lines, code, db_len, token_len = _HEADER.unpack_from(body)
     precision = _PRECISIONS.get(code & ~_FLAGS)
     strings_end = _HEADER.size + db_len + token_len
-    if precision is None or strings_end > len(body):
+    if precision is None or strings_end > len(body) or code & _FLAGS == ONE_MEMBER:
         return None
     try:
         database = str(body[_HEADER.size : _HEADER.size + db_len], "utf-8")

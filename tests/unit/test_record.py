@@ -327,3 +327,13 @@ def test_next_frame_size_reads_a_placed_frame() -> None:
     head, payload = encode_parts(_record())
     placed = place(head, 7) + payload
     assert len(placed) == next_frame_size(placed[:PREFIX_SIZE], 0)
+
+
+def test_the_one_member_flag_without_a_stored_stream_ends_the_stream() -> None:
+    """ONE_MEMBER only qualifies STORED_GZIP: a frame with it alone is not one the gateway
+    writes, and is invalid like any other damage."""
+    good = encode(_record())
+    frame = bytearray(encode(_record()))
+    frame[PREFIX_SIZE + 28] |= ONE_MEMBER
+    frame[5:9] = zlib.crc32(frame[PREFIX_SIZE:], zlib.crc32(frame[:5])).to_bytes(4, "little")
+    assert [_record()] == [record for _, record in decode_stream(good + bytes(frame) + good)]
