@@ -59,4 +59,21 @@ class StorageFullError(StorageError):
 
 
 class CorruptRecordError(StorageError):
-    """A record failed its checksum somewhere a torn tail cannot explain."""
+    """A record failed its checksum somewhere a torn tail cannot explain. In a segment log:
+    `segment` and `offset` say where; `resume` is the (segment, offset) after the one bad record
+    when reading can go on there, None when the rest of the segment is unreadable."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        segment: int | None = None,
+        offset: int | None = None,
+        resume: tuple[int, int] | None = None,
+        lines: int = 0,
+    ) -> None:
+        super().__init__(message)
+        self.segment = segment
+        self.offset = offset
+        self.resume = resume
+        self.lines = lines  # of the one bad record, when `resume` is known

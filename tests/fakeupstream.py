@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import gzip
 import time
+import zlib
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -116,8 +117,12 @@ class FakeUpstream:
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         raw = await request.read()
         body = raw
+        corrupt = False
         if request.headers.get("Content-Encoding", "").lower() == "gzip":
-            body = gzip.decompress(raw)
+            try:
+                body = gzip.decompress(raw)
+            except (OSError, EOFError, zlib.error):  # as InfluxDB: 400, the body is not gzip
+                body, corrupt = b"", True
         self.requests.append(
             Received(
                 method=request.method,
@@ -130,6 +135,10 @@ class FakeUpstream:
             )
         )
         self._arrived.set()
+        if corrupt:
+            return web.json_response(
+                {"code": "invalid", "message": "gzip: invalid body"}, status=400
+            )
         step = self._script.popleft() if self._script else self.default
         if step.delay > 0:
             try:

@@ -310,7 +310,11 @@ class SegmentLog:
                         return
                     end = yield from _positions(fd, segment, end.offset)
                 if end.state != "clean":
-                    raise CorruptRecordError(f"{path}: invalid record at offset {end.offset}")
+                    raise CorruptRecordError(
+                        f"{path}: invalid record at offset {end.offset}",
+                        segment=segment,
+                        offset=end.offset,
+                    )
             finally:
                 os.close(fd)
 

@@ -28,7 +28,7 @@ from gateway.buffer.cursor import (
 from gateway.buffer.record import Record
 from gateway.buffer.segmentlog import FsyncMode, Position, RecoveryReport, SegmentLog
 from gateway.buffer.tailcache import Limits
-from gateway.errors import StorageFullError
+from gateway.errors import CorruptRecordError, StorageFullError
 
 log = structlog.get_logger("gateway.buffer")
 LOG_DIR = "log"
@@ -63,6 +63,19 @@ class Dropped:
     consumer: str
     records: int
     lines: int
+
+
+@dataclass(frozen=True, slots=True)
+class Damaged:
+    """What a consumer skipped at damage in the log: `records`/`lines` never delivered to it
+    (at least: a segment without its summary sidecar may have held more)."""
+
+    consumer: str
+    segment: int
+    offset: int
+    records: int
+    lines: int
+    reason: str
 
 
 class WriteAheadLog:
@@ -219,14 +232,30 @@ class WriteAheadLog:
         """
         out: list[tuple[Position, Record]] = []
         lines = size = 0
-        for position, record in self.log.read(start):
-            if not record.inflated and (as_stored is None or not as_stored(record)):
-                record.inflate()
-            out.append((position, record))
-            lines += record.lines
-            size += record.size
-            if len(out) >= max_records or lines >= max_lines or size >= max_bytes:
-                break
+        previous = start
+        try:
+            for position, record in self.log.read(start):
+                if not record.inflated and (as_stored is None or not as_stored(record)):
+                    try:
+                        record.inflate()
+                    except CorruptRecordError as e:
+                        raise CorruptRecordError(
+                            str(e),
+                            segment=position.segment,
+                            offset=previous.offset if previous.segment == position.segment else 0,
+                            resume=(position.segment, position.offset),
+                            lines=record.lines,
+                        ) from None
+                out.append((position, record))
+                previous = position
+                lines += record.lines
+                size += record.size
+                if len(out) >= max_records or lines >= max_lines or size >= max_bytes:
+                    break
+        except CorruptRecordError:
+            if out:  # what precedes the damage first; the next read starts at it (and raises)
+                return out
+            raise
         return out
 
     async def read_async(
@@ -254,6 +283,26 @@ class WriteAheadLog:
                 as_stored=as_stored,
             ),
         )
+
+    async def skip_damage(self, name: str, error: CorruptRecordError) -> Damaged:
+        """Move a consumer past damage that its read (from its cursor) ran into: past the one bad
+        record when reading can resume after it, else to the next segment. Committed like any
+        cursor; returns what the consumer will never get."""
+        cursor = self._cursors[name]
+        segment = cursor.position.segment if error.segment is None else error.segment
+        offset = cursor.position.offset if error.offset is None else error.offset
+        if error.resume is not None:
+            new = cursor.advanced(Position(*error.resume), 1, error.lines)
+            records, lines = 1, error.lines
+        else:
+            loop = asyncio.get_running_loop()
+            summary = await loop.run_in_executor(self._executor, self.log.segment_summary, segment)
+            passed = cursor if cursor.position.segment == segment else Cursor(Position(segment, 0))
+            records = max(0, summary.records - passed.records_in_segment)
+            lines = max(0, summary.lines - passed.lines_in_segment)
+            new = Cursor(Position(segment + 1, 0))
+        await self.commit(name, new)
+        return Damaged(name, segment, offset, records, lines, str(error))
 
     async def commit(self, name: str, cursor: Cursor) -> None:
         """Store a consumer's new cursor (never backwards), then delete passed segments."""
@@ -296,7 +345,10 @@ class WriteAheadLog:
                 pending_records += summary.records
         oldest = None
         if pending_records:
-            first = next(self._records_from(cursor.position), None)
+            try:
+                first = next(self._records_from(cursor.position), None)
+            except CorruptRecordError:  # damage at the cursor: its consumer skips it
+                first = None
             oldest = first.received_ns if first is not None else None
         return ConsumerStatus(name, pending_bytes, pending_records, oldest)
 

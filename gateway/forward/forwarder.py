@@ -26,8 +26,9 @@ import structlog
 from gateway.buffer.cursor import Cursor
 from gateway.buffer.record import Record
 from gateway.buffer.segmentlog import Position
-from gateway.buffer.wal import WriteAheadLog
+from gateway.buffer.wal import Damaged, WriteAheadLog
 from gateway.config import UpstreamConfig
+from gateway.errors import CorruptRecordError
 from gateway.forward import deadletter
 from gateway.forward.decide import Health, UpstreamDecision, UpstreamResponse, decide
 from gateway.forward.upstream import UpstreamClient
@@ -123,8 +124,28 @@ class Forwarder:
                 progressed = await self._forward_window()
             except Stopping:
                 return
+            except CorruptRecordError as e:  # bit rot in the buffer: skip it, loudly
+                self._skipped(await self._wal.skip_damage(self.name, e))
+                continue
+            except Exception:  # a bug: never let forwarding stop for good, nor silently
+                log.exception("forwarding failed; retrying in 1 s", upstream=self.name)
+                self._metrics.upstream_up.labels(self.name).set(0)
+                await self._idle(1.0)
+                continue
             if not progressed:
                 await self._idle(REPLAY_CHECK_S)
+
+    def _skipped(self, damaged: Damaged) -> None:
+        self._metrics.upstream_lines.labels(self.name, "dropped").inc(damaged.lines)
+        log.error(
+            "damaged record in the buffer (checksum or gzip stream): skipped, never delivered",
+            upstream=self.name,
+            segment=damaged.segment,
+            offset=damaged.offset,
+            records=damaged.records,
+            lines=damaged.lines,
+            reason=damaged.reason,
+        )
 
     async def _idle(self, timeout: float) -> None:
         wake = self._wal.wakeup(self.name)
@@ -241,6 +262,19 @@ class Forwarder:
     async def _settle(
         self, batch: Batch, response: UpstreamResponse, decision: UpstreamDecision
     ) -> None:
+        if decision.outcome != "done" and batch.record is not None:
+            try:  # its lines are needed now (split, dead letter): in a thread, it may be large
+                await asyncio.to_thread(batch.record.inflate)
+            except CorruptRecordError as e:  # a stored stream that does not inflate: no lines
+                self._metrics.upstream_lines.labels(self.name, "dropped").inc(batch.lines)
+                log.error(
+                    "damaged record in the buffer (its gzip stream): refused upstream, dropped",
+                    upstream=self.name,
+                    lines=batch.lines,
+                    status=response.status,
+                    reason=str(e),
+                )
+                return
         if decision.outcome == "done":
             self._metrics.upstream_lines.labels(self.name, "sent").inc(batch.lines)
         elif decision.outcome == "split":

@@ -13,7 +13,7 @@ import structlog
 
 from gateway.buffer.record import Record
 from gateway.buffer.wal import WriteAheadLog
-from gateway.errors import StorageError
+from gateway.errors import CorruptRecordError, StorageError
 from gateway.observability import Metrics
 from gateway.routing import Router
 from gateway.store import LocalStore
@@ -44,12 +44,27 @@ class StoreConsumer:
         self._stop.set()
 
     async def run(self) -> None:
-        """Copy until stopped; storage errors are retried every second."""
+        """Copy until stopped; storage errors are retried every second, damage in the log is
+        skipped (and logged), and nothing else stops it either."""
         while not self._stop.is_set():
             try:
                 copied = await self._copy_window()
+            except CorruptRecordError as e:  # bit rot in the buffer: skip it, loudly
+                damaged = await self._wal.skip_damage(STORE_CONSUMER, e)
+                log.error(
+                    "damaged record in the buffer (checksum or gzip stream): skipped, not stored",
+                    segment=damaged.segment,
+                    offset=damaged.offset,
+                    records=damaged.records,
+                    lines=damaged.lines,
+                    reason=damaged.reason,
+                )
+                continue
             except StorageError as e:
                 log.error("store consumer cannot write; retrying", error=str(e))
+                copied = False
+            except Exception:  # a bug: never stop copying for good, nor silently
+                log.exception("store consumer failed; retrying in 1 s")
                 copied = False
             if not copied:
                 wake = self._wal.wakeup(STORE_CONSUMER)

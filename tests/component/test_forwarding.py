@@ -18,6 +18,8 @@ from prometheus_client import CollectorRegistry
 
 from gateway.app import create_app
 from gateway.buffer import record as record_module
+from gateway.buffer.record import Record
+from gateway.buffer.wal import Consumer, WriteAheadLog
 from gateway.config import Config, load_config
 from gateway.forward import deadletter
 from gateway.forward.forwarder import AS_SENT_MIN_BYTES
@@ -313,6 +315,73 @@ async def test_drop_oldest_gives_up_old_data_and_counts_it(start: Any, tmp_path:
         for i in range(40):
             assert 204 == await gw.write(lines(5, start=5 * i))
         assert gw.metric("gateway_upstream_lines_total", upstream="mirror", result="dropped") > 0
+
+
+async def test_a_damaged_closed_segment_is_skipped_and_everything_after_it_delivered(
+    start: Any, fake: FakeUpstream, tmp_path: Path
+) -> None:
+    """Bit rot in the middle of a closed segment of the buffer (its checksum fails where no
+    torn write can be): the upstream gets every record before the damage and every record of the
+    later segments; the rest of the damaged segment is counted as dropped and logged, and
+    forwarding never stops."""
+    options = '[buffer]\nsegment_bytes = "64KiB"\n'
+    down = await start(config_for(tmp_path, [("up", "http://127.0.0.1:9", "")], options))
+    for k in range(12):  # ~20 KiB each: several segments
+        assert 204 == await down.write(lines(400, start=k * 1000))
+    await down.client.close()
+    segments = sorted((tmp_path / "data" / "buffer" / "log").glob("*.seg"))
+    assert len(segments) >= 3
+    first = bytearray(segments[0].read_bytes())
+    damaged_at = len(first) // 2
+    first[damaged_at] ^= 0xFF
+    segments[0].write_bytes(bytes(first))
+
+    up = await start(config_for(tmp_path, [("up", fake.url, "")], options))
+    written = b"".join(lines(400, start=k * 1000) for k in range(12)).splitlines()
+    assert 204 == await up.write(lines(10, start=50_000))  # forwarding goes on after the skip
+    last = lines(10, start=50_000).splitlines()[-1]
+    async with asyncio.timeout(10):
+        while last not in fake.lines():
+            await asyncio.sleep(0.05)
+    got = fake.lines()
+    dropped = up.metric("gateway_upstream_lines_total", upstream="up", result="dropped")
+    sent = up.metric("gateway_upstream_lines_total", upstream="up", result="sent")
+    assert 0 < dropped < 12 * 400
+    assert sent + dropped == 12 * 400 + 10
+    delivered = [line for line in got if line in set(written)]
+    assert delivered == [line for line in written if line in set(delivered)]  # in order, once
+    assert len(delivered) == 12 * 400 - dropped
+    assert delivered[-400:] == written[-400:]  # the later segments all arrived
+
+
+async def test_a_stored_stream_that_does_not_inflate_is_dropped_when_refused(
+    start: Any, fake: FakeUpstream, tmp_path: Path
+) -> None:
+    """A buffered record whose gzip stream passes its checksum but does not inflate (only a
+    hand-made frame can be one), read back from disk and sent as it is to a gzip upstream, which
+    refuses it (400): its lines cannot be dead-lettered, so they are counted as dropped and
+    logged; the next record is delivered."""
+    broken = bytearray(gzip.compress(lines(3000), 9))
+    broken[40:48] = b"\xff" * 8  # inside the deflate data: the checksum is made over this
+    good = lines(3000, start=10_000)
+    config = _gzip_config(tmp_path, fake.url)
+    wal = WriteAheadLog(
+        tmp_path / "data" / "buffer", [Consumer("up")], max_bytes=2**30, fsync="always"
+    )
+    wal.open()
+    for payload, stream in ((lines(3000), bytes(broken)), (good, gzip.compress(good))):
+        await wal.append(Record("mydb", "ns", T, "w", 3000, T, T, payload, stored_gzip=stream))
+    await wal.close()
+    up = await start(config)
+    got = await fake.wait_for_lines(3000, timeout=10)
+    assert got == good.splitlines()
+    assert [400, 204] == [
+        400 if r.body == b"" else 204 for r in fake.requests
+    ]  # the broken stream was refused, the good one taken
+    await wait_for_metric(
+        up, 3000.0, "gateway_upstream_lines_total", upstream="up", result="dropped"
+    )
+    assert [] == list((tmp_path / "data" / "deadletter").glob("*"))
 
 
 async def wait_for_metric(gw: Gateway, value: float, name: str, **labels: str) -> None:

@@ -5,9 +5,12 @@ from __future__ import annotations
 import gzip
 from pathlib import Path
 
+import pytest
+
 from gateway.buffer.cursor import cursor_path
 from gateway.buffer.record import Record
 from gateway.buffer.wal import Consumer, WriteAheadLog
+from gateway.errors import CorruptRecordError
 
 T = 1_700_000_000 * 10**9
 
@@ -131,4 +134,39 @@ async def test_streams_read_back_are_inflated_unless_sent_as_stored(tmp_path: Pa
     assert [lines[0], record(9).payload, *lines[1:]] == [r.payload for r in got]  # on demand
     again = wal.read(wal.cursor("up").position, max_records=10, max_lines=10**6, max_bytes=2**30)
     assert [True] * 4 == [r.inflated for _, r in again]  # no predicate: every line in memory
+    await wal.close()
+
+
+async def test_damage_in_a_closed_segment_is_read_up_to_then_skipped(tmp_path: Path) -> None:
+    """A closed segment damaged in the middle: a read gives the records before the damage, the
+    next one raises CorruptRecordError saying where; skip_damage moves the consumer to the next
+    segment, counting what it never got (from the segment's summary), and reading goes on."""
+    wal = wal_at(tmp_path, Consumer("up"), segment_bytes=4096)
+    for i in range(200):
+        await wal.append(record(i))
+    await wal.close()
+    first = min((tmp_path / "log").glob("*.seg"))
+    data = bytearray(first.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    first.write_bytes(bytes(data))
+
+    wal = wal_at(tmp_path, Consumer("up"), segment_bytes=4096)
+    start = wal.cursor("up").position
+    before = wal.read(start, max_records=10**6, max_lines=10**9, max_bytes=2**40)
+    assert [record(i).payload for i in range(len(before))] == [r.payload for _, r in before]
+    assert 0 < len(before) < 200
+    cursor = wal.cursor("up")
+    for position, rec in before:
+        cursor = cursor.advanced(position, 1, rec.lines)
+    await wal.commit("up", cursor)
+    with pytest.raises(CorruptRecordError) as raised:
+        wal.read(cursor.position, max_records=10, max_lines=10**9, max_bytes=2**40)
+    assert (raised.value.segment, raised.value.resume) == (int(first.stem), None)
+    assert wal.status("up").pending_records > 0  # its oldest age is not needed for that
+    damaged = await wal.skip_damage("up", raised.value)
+    assert (damaged.consumer, damaged.segment) == ("up", int(first.stem))
+    assert damaged.records == damaged.lines > 0
+    after = await consume_all(wal, "up")
+    assert len(before) + damaged.records + len(after) == 200
+    assert [record(i).payload for i in range(200 - len(after), 200)] == after
     await wal.close()
