@@ -321,6 +321,18 @@ def _open_store(config: Config) -> Any:
     return StoreShards(stores)
 
 
+def _report_damage(store: Any) -> None:
+    """After reading the store: a warning per damaged part that was skipped, then exit 1 when
+    there was any (what could be read was still output)."""
+    for error in store.damage:
+        click.echo(
+            f"influx-gateway: warning: {error}: the rest of that segment could not be read",
+            err=True,
+        )
+    if store.damage:
+        sys.exit(1)
+
+
 @store_group.command("stats")
 @click.option("--json", "as_json", is_flag=True, help="JSON output.")
 @config_options
@@ -331,6 +343,11 @@ def store_stats(as_json: bool, config_file: str | None, data_dir: str | None) ->
         stats = store.stats()
     except StorageError as e:
         fail(str(e), 1)
+    _show_stats(stats, as_json)
+    _report_damage(store)
+
+
+def _show_stats(stats: list[Any], as_json: bool) -> None:
     if as_json:
         data = [
             {
@@ -395,6 +412,7 @@ def store_export(
         out.flush()
         fail(str(e), 1)
     out.flush()
+    _report_damage(store)
 
 
 # ---------------------------------------------------------------------------------- buffer
@@ -662,6 +680,8 @@ def replay_command(
         chunks = file_chunks(files, database, precision, upstream.batch_max_lines, report)
     done = asyncio.run(replay(config, upstream, chunks, rate=rate, total=total))
     done.invalid += report.invalid
+    if from_store:
+        _report_damage(store)
     sys.exit(0 if not done.deadlettered and not done.invalid else 1)
 
 

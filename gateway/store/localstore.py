@@ -19,8 +19,8 @@ from typing import TYPE_CHECKING
 
 from gateway.buffer.record import Record
 from gateway.buffer.segmentfile import storage_error
-from gateway.buffer.segmentlog import FsyncMode, RecoveryReport, SegmentLog
-from gateway.errors import StorageError
+from gateway.buffer.segmentlog import START, FsyncMode, Position, RecoveryReport, SegmentLog
+from gateway.errors import CorruptRecordError, StorageError
 from gateway.store.layout import create_database_dir, find_databases, lock_store
 from gateway.store.query import DatabaseStats
 
@@ -52,6 +52,9 @@ class LocalStore:
         self._segment_bytes = segment_bytes
         self._fsync_interval = fsync_interval
         self._logs: dict[str, SegmentLog] = {}
+        # Damage that `records` read past (the rest of a segment whose record failed its
+        # checksum), for the caller to report after reading.
+        self.damage: list[CorruptRecordError] = []
         self._lock_fd = -1
         self._executor: ThreadPoolExecutor | None = None
         self._create_lock = asyncio.Lock()
@@ -149,10 +152,23 @@ class LocalStore:
         return log
 
     def records(self, database: str) -> Iterator[Record]:
-        """Every record of `database` in append order; nothing for an unknown one."""
+        """Every record of `database` in append order; nothing for an unknown one. A record
+        that fails its checksum in a closed segment costs the rest of that segment: it is
+        noted in `damage` and reading goes on with the next one."""
         log = self._reader(database)
-        if log is not None:
-            yield from (record for _, record in log.read())
+        if log is None:
+            return
+        start = START
+        while True:
+            try:
+                for _, record in log.read(start):
+                    yield record
+                return
+            except CorruptRecordError as e:
+                if e.segment is None:
+                    raise
+                self.damage.append(e)
+                start = Position(e.segment + 1, 0)
 
     def bytes_on_disk(self, database: str) -> int:
         """Bytes of `database`'s segments (0 for an unknown one)."""

@@ -10,6 +10,7 @@ import itertools
 from collections.abc import Iterator, Sequence
 
 from gateway.buffer.record import Record
+from gateway.errors import CorruptRecordError
 from gateway.store.localstore import LocalStore
 from gateway.store.query import DatabaseStats, database_stats, export_lines
 
@@ -23,6 +24,11 @@ class StoreShards:
     def databases(self) -> list[str]:
         """The databases of every shard, sorted."""
         return sorted({db for store in self.stores for db in store.databases()})
+
+    @property
+    def damage(self) -> list[CorruptRecordError]:
+        """What reading skipped so far, in every shard (see LocalStore.records)."""
+        return [e for store in self.stores for e in store.damage]
 
     def records(self, database: str) -> Iterator[Record]:
         """Every record of `database`, shard after shard."""

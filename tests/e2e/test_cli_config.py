@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -105,3 +106,39 @@ def test_log_level_from_the_command_line(tmp_path: Path) -> None:
         assert 0 == loud.stop()
     assert '"event":"request"' not in quiet.stderr()
     assert '"event":"request"' in loud.stderr()
+
+
+def test_store_export_and_stats_read_past_a_damaged_segment(tmp_path: Path) -> None:
+    """A store segment damaged on disk: `store export` prints every readable line (the next
+    segment's too), warns on stderr naming the file and offset, and exits 1; so does `stats`."""
+    import asyncio
+
+    from gateway.buffer.record import Record
+    from gateway.store import LocalStore
+
+    t = 1_700_000_000 * 10**9
+    written = [f"m,i={i} v={i}i {t}" for i in range(100)]
+
+    async def fill() -> None:
+        store = LocalStore(tmp_path / "store", retention_ns=None, fsync="never", segment_bytes=4096)
+        store.open()
+        for line in written:
+            await store.append(Record("db", "ns", t, "tok", 1, t, t, f"{line}\n".encode()))
+        await store.close()
+
+    asyncio.run(fill())
+    first = min((tmp_path / "store").rglob("*.seg"))
+    data = bytearray(first.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    first.write_bytes(bytes(data))
+
+    export = run("store", "export", "--database", "db", "--data-dir", str(tmp_path))
+    assert 1 == export.returncode
+    got = export.stdout.splitlines()
+    assert 0 < len(got) < 100 and got[-1] == written[-1]
+    assert got == [line for line in written if line in set(got)]
+    assert f"warning: {first}: invalid record at offset" in export.stderr
+    stats = run("store", "stats", "--json", "--data-dir", str(tmp_path))
+    assert 1 == stats.returncode
+    assert len(got) == json.loads(stats.stdout)[0]["points"]
+    assert f"warning: {first}" in stats.stderr
