@@ -287,7 +287,7 @@ class WriteAheadLog:
     async def skip_damage(self, name: str, error: CorruptRecordError) -> Damaged:
         """Move a consumer past damage that its read (from its cursor) ran into: past the one bad
         record when reading can resume after it, else to the next segment. Committed like any
-        cursor; returns what the consumer will never get."""
+        cursor, and logged as an error; returns what the consumer will never get."""
         cursor = self._cursors[name]
         segment = cursor.position.segment if error.segment is None else error.segment
         offset = cursor.position.offset if error.offset is None else error.offset
@@ -302,6 +302,15 @@ class WriteAheadLog:
             lines = max(0, summary.lines - passed.lines_in_segment)
             new = Cursor(Position(segment + 1, 0))
         await self.commit(name, new)
+        log.error(
+            "damaged record in the buffer (checksum or gzip stream): skipped, never delivered",
+            consumer=name,
+            segment=segment,
+            offset=offset,
+            records=records,
+            lines=lines,
+            reason=str(error),
+        )
         return Damaged(name, segment, offset, records, lines, str(error))
 
     async def commit(self, name: str, cursor: Cursor) -> None:

@@ -26,7 +26,7 @@ import structlog
 from gateway.buffer.cursor import Cursor
 from gateway.buffer.record import Record
 from gateway.buffer.segmentlog import Position
-from gateway.buffer.wal import Damaged, WriteAheadLog
+from gateway.buffer.wal import WriteAheadLog
 from gateway.config import UpstreamConfig
 from gateway.errors import CorruptRecordError
 from gateway.forward import deadletter
@@ -124,8 +124,9 @@ class Forwarder:
                 progressed = await self._forward_window()
             except Stopping:
                 return
-            except CorruptRecordError as e:  # bit rot in the buffer: skip it, loudly
-                self._skipped(await self._wal.skip_damage(self.name, e))
+            except CorruptRecordError as e:  # bit rot in the buffer: skip it (logged there)
+                damaged = await self._wal.skip_damage(self.name, e)
+                self._metrics.upstream_lines.labels(self.name, "dropped").inc(damaged.lines)
                 continue
             except Exception:  # a bug: never let forwarding stop for good, nor silently
                 log.exception("forwarding failed; retrying in 1 s", upstream=self.name)
@@ -134,18 +135,6 @@ class Forwarder:
                 continue
             if not progressed:
                 await self._idle(REPLAY_CHECK_S)
-
-    def _skipped(self, damaged: Damaged) -> None:
-        self._metrics.upstream_lines.labels(self.name, "dropped").inc(damaged.lines)
-        log.error(
-            "damaged record in the buffer (checksum or gzip stream): skipped, never delivered",
-            upstream=self.name,
-            segment=damaged.segment,
-            offset=damaged.offset,
-            records=damaged.records,
-            lines=damaged.lines,
-            reason=damaged.reason,
-        )
 
     async def _idle(self, timeout: float) -> None:
         wake = self._wal.wakeup(self.name)

@@ -49,16 +49,8 @@ class StoreConsumer:
         while not self._stop.is_set():
             try:
                 copied = await self._copy_window()
-            except CorruptRecordError as e:  # bit rot in the buffer: skip it, loudly
-                damaged = await self._wal.skip_damage(STORE_CONSUMER, e)
-                log.error(
-                    "damaged record in the buffer (checksum or gzip stream): skipped, not stored",
-                    segment=damaged.segment,
-                    offset=damaged.offset,
-                    records=damaged.records,
-                    lines=damaged.lines,
-                    reason=damaged.reason,
-                )
+            except CorruptRecordError as e:  # bit rot in the buffer: skip it (logged there)
+                await self._wal.skip_damage(STORE_CONSUMER, e)
                 continue
             except StorageError as e:
                 log.error("store consumer cannot write; retrying", error=str(e))
