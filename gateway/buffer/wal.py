@@ -229,6 +229,9 @@ class WriteAheadLog:
 
         Records read back with their lines still a stored gzip stream are inflated here, in the
         reading thread, except those `as_stored` says the caller sends as the stream they are.
+        Damage (a closed segment's record failing its checksum, or a stream that does not
+        inflate) ends the result before it; met at `start`, it raises CorruptRecordError, for
+        the caller to `skip_damage`.
         """
         out: list[tuple[Position, Record]] = []
         lines = size = 0
