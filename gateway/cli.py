@@ -324,9 +324,9 @@ def _open_store(config: Config) -> Any:
 def _report_damage(store: Any) -> None:
     """After reading the store: a warning per damaged part that was skipped, then exit 1 when
     there was any (what could be read was still output)."""
-    for error in store.damage:
+    for message in dict.fromkeys(map(str, store.damage)):  # a second read meets it again
         click.echo(
-            f"influx-gateway: warning: {error}: the rest of that segment could not be read",
+            f"influx-gateway: warning: {message}: the rest of that segment could not be read",
             err=True,
         )
     if store.damage:

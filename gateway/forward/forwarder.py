@@ -218,13 +218,12 @@ class Forwarder:
             prepared = batch.as_sent
             if prepared is None and batch.prepared is not None:
                 prepared = await batch.prepared
-            # A stored stream goes to its (gzip) upstream as it is: no lines to hand over, so
-            # none are inflated (plan_batches makes such batches for gzip upstreams only).
-            body = batch.parts if batch.as_sent is not None else batch.payloads
+            # `parts`, not `payloads`: a stored stream goes to its (gzip) upstream as it is, with
+            # no lines to hand over, so none are inflated (its batch's `parts` is empty).
             async with self._semaphore:
                 started = time.perf_counter()
                 response = await self._client.write(
-                    batch.database, batch.precision, body, prepared=prepared
+                    batch.database, batch.precision, batch.parts, prepared=prepared
                 )
                 elapsed = time.perf_counter() - started
             status = "error" if response.status is None else str(response.status)
@@ -251,7 +250,7 @@ class Forwarder:
     async def _settle(
         self, batch: Batch, response: UpstreamResponse, decision: UpstreamDecision
     ) -> None:
-        if decision.outcome != "done" and batch.record is not None:
+        if decision.outcome != "done" and batch.record is not None and not batch.record.inflated:
             try:  # its lines are needed now (split, dead letter): in a thread, it may be large
                 await asyncio.to_thread(batch.record.inflate)
             except CorruptRecordError as e:  # a stored stream that does not inflate: no lines

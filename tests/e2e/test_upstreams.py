@@ -58,6 +58,12 @@ def fixture_vm(tmp_path: Path) -> Iterator[RealServer]:
         yield server
 
 
+def delivered_ids(influx: RealServer) -> set[int]:
+    """The ids of the `load` points (tests/e2e/conftest.py WriteLoad) InfluxDB holds."""
+    rows = influxdb1_query(influx, "telegraf", 'SELECT "id" FROM "load"')
+    return {int(row["id"]) for row in rows}  # type: ignore[call-overload]
+
+
 def gateway_with(tmp_path: Path, config: Path) -> RunningGateway:
     """Start the real gateway on a config."""
     return start_gateway(tmp_path, "-c", str(config))
@@ -241,13 +247,10 @@ def test_kill_9_under_load_delivers_every_acknowledged_line(
         assert max(ids) > 10
     restarted = gateway_with(tmp_path, config)
     try:
-
-        def delivered() -> set[int]:
-            rows = influxdb1_query(influx, "telegraf", 'SELECT "id" FROM "load"')
-            return {int(row["id"]) for row in rows}  # type: ignore[call-overload]
-
-        wait_until(lambda: set(acknowledged) <= delivered(), 30, "every acknowledged line")
-        assert set() == set(acknowledged) - delivered()
+        wait_until(
+            lambda: set(acknowledged) <= delivered_ids(influx), 30, "every acknowledged line"
+        )
+        assert set() == set(acknowledged) - delivered_ids(influx)
     finally:
         restarted.stop()
 
@@ -278,13 +281,10 @@ def test_kill_9_while_the_upstream_is_away_then_back_delivers_every_large_gzip_b
     back = write_config(tmp_path, upstream("influx", influx.url, "v1"))
     restarted = gateway_with(tmp_path, back)
     try:
-
-        def delivered() -> set[int]:
-            rows = influxdb1_query(influx, "telegraf", 'SELECT "id" FROM "load"')
-            return {int(row["id"]) for row in rows}  # type: ignore[call-overload]
-
-        wait_until(lambda: set(acknowledged) <= delivered(), 60, "every acknowledged line")
-        assert set() == set(acknowledged) - delivered()
+        wait_until(
+            lambda: set(acknowledged) <= delivered_ids(influx), 60, "every acknowledged line"
+        )
+        assert set() == set(acknowledged) - delivered_ids(influx)
         sent = restarted.metric_values(
             "gateway_upstream_requests_total", upstream="influx", status="204"
         )
