@@ -27,6 +27,7 @@ from gateway.config import Config
 from gateway.destinations import Destinations
 from gateway.http import endpoints
 from gateway.http.middleware import edge
+from gateway.http.offload import validation_executor
 from gateway.http.state import STATE, GatewayState
 from gateway.http.write import RATE_LIMITER, v1_write, v2_write
 from gateway.observability import Metrics
@@ -105,6 +106,7 @@ def create_app(
     app.router.add_post("/query", endpoints.query)
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
+        state.validators = validation_executor(config.server.validation_nice)
         reports = await asyncio.to_thread(destinations.open)
         _report_recovery(reports, metrics)
         await destinations.start()
@@ -125,6 +127,8 @@ def create_app(
             with contextlib.suppress(asyncio.CancelledError):
                 await retention
         await destinations.stop(config.server.shutdown_timeout)
+        state.validators.shutdown(wait=False)  # requests are over: nothing is running there
+        state.validators = None
 
     app.cleanup_ctx.append(lifecycle)
     return app

@@ -62,6 +62,7 @@ class ServerConfig:
     shutdown_timeout: Duration = Duration(10)
     max_concurrent_requests: int = 256
     workers: int = 1
+    validation_nice: int = 19  # added to the nice value of the body validation threads
 
 
 @dataclass(frozen=True)
@@ -453,6 +454,11 @@ def validate(config: Config) -> None:
         raise ConfigError("must be at least 1", key="server.workers")
     if config.server.max_concurrent_requests < 1:
         raise ConfigError("must be at least 1", key="server.max_concurrent_requests")
+    if config.server.validation_nice > 19:
+        raise ConfigError(
+            f"must be from 0 to 19, got {config.server.validation_nice}",
+            key="server.validation_nice",
+        )
     for i, rule in enumerate(config.rewrite):
         key = f"rewrite[{i}]"
         if not rule.match or not rule.database:

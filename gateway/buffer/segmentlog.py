@@ -162,16 +162,22 @@ class SegmentLog:
     ) -> bool:
         """`append` from any thread: queue `records` for the next flush; `future` (of `loop`)
         gets the position after them once durable. False, queuing nothing, when the log is not
-        open or (in "interval" mode) an `append` has not started its syncer yet."""
+        open, when (in "interval" mode) an `append` has not started its syncer yet, or when the
+        log's writer thread is not running: the caller's thread does not start it, as it would
+        inherit that thread's CPU priority (the validation threads run below the loop's; see
+        http/offload.py), so the next `append` does."""
         if self._read_only or self._state != "open":
             return False
         if self._fsync_mode == "interval" and self._syncer is None:
             return False
-        self._enqueue(_Append(records, future, loop))
-        return True
+        return self._enqueue(_Append(records, future, loop), start=False)
 
-    def _enqueue(self, pending: _Append) -> None:
+    def _enqueue(self, pending: _Append, *, start: bool = True) -> bool:
+        """Queue `pending` for the writer thread, starting it if `start` (else, with no writer
+        running, queue nothing and return False)."""
         with self._queue_changed:
+            if self._flusher is None and not start:
+                return False
             self._queue.append(pending)
             if self._flusher is None:
                 self._flusher = threading.Thread(
@@ -180,6 +186,7 @@ class SegmentLog:
                 self._flusher.start()
             else:
                 self._queue_changed.notify_all()
+            return True
 
     def _flush_queue(self) -> None:
         """The writer thread: everything queued meanwhile goes in one write (+ one fsync),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -33,6 +34,7 @@ class GatewayState:
     shutting_down: bool = False
     in_flight: int = 0
     workers: WorkerSet | None = None  # the worker processes, with `run --workers N`
+    validators: Executor | None = None  # large bodies are validated here (None: the loop's default)
 
     def wall_clock(self) -> datetime:
         """The injected clock as an aware UTC datetime (for token expiry)."""

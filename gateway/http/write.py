@@ -253,7 +253,7 @@ async def _process(request: web.Request, api: Api) -> web.Response:
                 durable = loop.create_future()
                 submit = partial(state.destinations.submit, future=durable, loop=loop)
             body, result, record, submitted = await loop.run_in_executor(
-                None, _decode_and_validate, *args, compress, submit
+                state.validators, _decode_and_validate, *args, compress, submit
             )
             if not submitted:
                 durable = None

@@ -6,6 +6,7 @@ import asyncio
 import os
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -157,9 +158,12 @@ async def test_submit_from_another_thread_shares_the_flush(
     tmp_path: Path, counter: FsyncCounter
 ) -> None:
     """`submit` (the write path's validation thread) queues records like `append`: the future
-    gets the position once durable, and concurrent ones share flushes."""
+    gets the position once durable, and concurrent ones share flushes (once the log's writer
+    thread runs: an `append` started it)."""
     log = _open(tmp_path, counter)
     loop = asyncio.get_running_loop()
+    await log.append([_rec(50)])
+    fsyncs_before = counter.calls
     futures = [loop.create_future() for _ in range(50)]
     taken = await asyncio.gather(
         *(
@@ -172,9 +176,39 @@ async def test_submit_from_another_thread_shares_the_flush(
     assert sorted(positions) == sorted(set(positions))  # one distinct end per record
     assert max(positions) == log.end
     assert sorted(record.payload for _, record in log.read()) == sorted(
-        _rec(seq).payload for seq in range(50)
+        _rec(seq).payload for seq in range(51)
     )
-    assert counter.calls < 50
+    assert counter.calls - fsyncs_before < 50
+    await log.close()
+
+
+async def test_a_thread_never_starts_the_writer_thread(
+    tmp_path: Path, counter: FsyncCounter
+) -> None:
+    """`submit` from a thread declines while the log's writer thread is not running, and the
+    next `append` (on the loop) starts it: a thread started by a validation thread would inherit
+    its lowered CPU priority (http/offload.py). The writer runs at the loop's priority."""
+    log = _open(tmp_path, counter)
+    loop = asyncio.get_running_loop()
+
+    def niced_submit(record: Record, future: asyncio.Future[object]) -> bool:
+        os.nice(5)  # this thread only (Linux)
+        return log.submit([record], future, loop)  # type: ignore[arg-type]
+
+    with ThreadPoolExecutor(max_workers=1) as niced:
+        declined = loop.create_future()
+        assert not await loop.run_in_executor(niced, niced_submit, _rec(1), declined)
+        await log.append([_rec(2)])
+        taken = loop.create_future()
+        assert await loop.run_in_executor(niced, log.submit, [_rec(3)], taken, loop)
+        await taken
+        assert not declined.done()
+        writers = [t for t in threading.enumerate() if t.name == f"log-writer:{tmp_path.name}"]
+        assert len(writers) == 1 and writers[0].native_id is not None
+        own = os.getpriority(os.PRIO_PROCESS, 0)
+        assert own == os.getpriority(os.PRIO_PROCESS, writers[0].native_id)
+        assert own + 5 == await loop.run_in_executor(niced, os.getpriority, os.PRIO_PROCESS, 0)
+    assert [_rec(2).payload, _rec(3).payload] == [record.payload for _, record in log.read()]
     await log.close()
 
 

@@ -6,6 +6,7 @@ being full, a rate limit, an upstream answering first (ack = "upstream")."""
 from __future__ import annotations
 
 import asyncio
+import os
 from typing import Any
 
 import pytest
@@ -15,6 +16,7 @@ from prometheus_client import CollectorRegistry
 from gateway.app import create_app
 from gateway.auth.policy import Policy, TokenEntry, token_digest
 from gateway.destinations import Destinations
+from gateway.http import write
 from gateway.http.write import OFFLOAD_BYTES
 from tests.fakeupstream import FakeUpstream, Step
 from tests.http.conftest import NOW_NS, WRITER, ClientFactory, auth, make_policy
@@ -60,8 +62,10 @@ def fixture_submits(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
 async def test_a_large_body_accepted_whole_is_delivered_once(
     gateway: Any, submits: list[bool]
 ) -> None:
-    """204, the append started in the validation thread, and the upstream receives every line
-    exactly once."""
+    """204, and the upstream receives every line exactly once. The first body finds the log's
+    writer thread not yet running: a validation thread does not start it (it would inherit that
+    thread's lowered CPU priority), so the loop appends that body and starts it; the second
+    body's append starts in the validation thread."""
     async with FakeUpstream() as fake:
         client = await gateway(upstream(fake.url))
         bodies = [big_body(0), big_body(6_000)]
@@ -69,10 +73,33 @@ async def test_a_large_body_accepted_whole_is_delivered_once(
             (await client.post(V2, data=body, headers=auth(WRITER))).status for body in bodies
         ]
         assert [204, 204] == statuses
-        assert [True, True] == submits
+        assert [False, True] == submits
         received = await fake.wait_for_lines(12_000, timeout=10)
         await asyncio.sleep(0.2)  # nothing more arrives
         assert sorted(received) == sorted(b"".join(bodies).splitlines()) == sorted(fake.lines())
+
+
+@pytest.mark.parametrize(("setting", "increment"), [("", 19), ("validation_nice = 4\n", 4)])
+async def test_a_large_body_is_validated_below_the_loops_priority(
+    gateway: Any, monkeypatch: pytest.MonkeyPatch, setting: str, increment: int
+) -> None:
+    """The validation thread runs `server.validation_nice` (default 19) steps below the loop,
+    which stays as it was; a small body is validated on the loop itself."""
+    seen: list[int] = []
+    decode_and_validate = write._decode_and_validate
+
+    def spy(*args: Any) -> Any:
+        seen.append(os.getpriority(os.PRIO_PROCESS, 0))  # 0: this thread
+        return decode_and_validate(*args)
+
+    monkeypatch.setattr(write, "_decode_and_validate", spy)
+    loop_nice = os.getpriority(os.PRIO_PROCESS, 0)
+    client = await gateway("[server]\n" + setting)
+    for body in (big_body(), b"cpu v=1\n", big_body(6_000)):
+        assert 204 == (await client.post(V2, data=body, headers=auth(WRITER))).status
+    below = min(19, loop_nice + increment)
+    assert [below, loop_nice, below] == seen
+    assert os.getpriority(os.PRIO_PROCESS, 0) == loop_nice
 
 
 async def test_a_large_body_with_a_bad_line_stores_only_the_good_ones(
@@ -105,7 +132,9 @@ async def test_a_large_body_refused_for_a_full_buffer_is_not_stored(
         refused = await client.post(V2, data=big_body(6_000), headers=auth(WRITER))
         assert (204, 503) == (first.status, refused.status)
         assert "Retry-After" in refused.headers
-        assert [True, False] == submits  # declined: the loop's append refuses it
+        # the first: no writer thread yet; the second: the buffer is full (the loop's append
+        # refuses it)
+        assert [False, False] == submits
         received = await fake.wait_for_lines(6_000, timeout=15)
         await asyncio.sleep(0.3)
         assert sorted(received) == sorted(big_body(0).splitlines()) == sorted(fake.lines())

@@ -159,6 +159,8 @@ def test_unknown_section_is_an_error(tmp_path: Path) -> None:
         ("[server]\npartial_writes = 1\n", "server.partial_writes"),
         ('[server]\nlisten = "nohost"\n', "server.listen"),
         ('[server]\nmax_lines = "many"\n', "server.max_lines"),
+        ("[server]\nvalidation_nice = 20\n", "server.validation_nice"),
+        ("[server]\nvalidation_nice = -1\n", "server.validation_nice"),
         ("[[rewrite]]\nmatch = '^(a'\ndatabase = 'x'\n", "rewrite[0].match"),
         ("[[rewrite]]\nmatch = '^a$'\ndatabase = '\\1'\n", "rewrite[0].database"),
         ('[[upstreams]]\nname = "a"\nurl = "ftp://x"\n', "upstreams[0].url"),
