@@ -12,6 +12,7 @@ between the gateway and nginx is the framework itself. Run it as a peer:
 from __future__ import annotations
 
 import sys
+from collections.abc import AsyncIterator
 
 import aiohttp
 import uvloop
@@ -37,7 +38,7 @@ async def ping(_: web.Request) -> web.Response:
     return web.Response(status=204)
 
 
-async def session_context(app: web.Application) -> object:
+async def session_context(app: web.Application) -> AsyncIterator[None]:
     """One keep-alive client session, no connection limit (as nginx's upstream keepalive)."""
     connector = aiohttp.TCPConnector(limit=0)
     async with aiohttp.ClientSession(connector=connector) as session:

@@ -63,6 +63,7 @@ class Options:
     upstream_gzip: bool
     gateway_workers: int | None
     gateway_fsync: str
+    gateway_validation_nice: int | None
     sink_workers: int
     nginx_workers: str
     drain_timeout: float
@@ -223,6 +224,7 @@ def start_target(options: Options, case: str, root: Path, sink: Sink, tmp_root: 
             upstream_gzip=options.upstream_gzip,
             workers=options.gateway_workers,
             fsync=options.gateway_fsync,
+            validation_nice=options.gateway_validation_nice,
             upstreams=2 if case == "gateway-fanout" else 1,
         )
         if case == "gateway-outage":

@@ -82,7 +82,12 @@ def markdown(report: dict[str, Any]) -> str:
         f"one upstream (api v2, gzip "
         f"{'on' if options['upstream_gzip'] else 'off'}) = the sink; data dir on "
         f"{env['data_dir_fs']}"
-        + (f"; --workers {options['gateway_workers']}" if options["gateway_workers"] else ""),
+        + (f"; --workers {options['gateway_workers']}" if options["gateway_workers"] else "")
+        + (
+            f"; validation_nice = {options['gateway_validation_nice']}"
+            if options.get("gateway_validation_nice") is not None
+            else ""
+        ),
         f"- nginx: worker_processes {options['nginx_workers']}, proxy_pass with keepalive; "
         f"sink: {options['sink_workers']} process(es)",
         *(

@@ -183,6 +183,12 @@ def parse_options(argv: list[str] | None) -> tuple[Options, argparse.Namespace]:
         help='the gateway\'s buffer.fsync (default "always", the product default)',
     )
     parser.add_argument(
+        "--gateway-validation-nice",
+        type=int,
+        metavar="N",
+        help="the gateway's server.validation_nice (default: the product's, 0)",
+    )
+    parser.add_argument(
         "--half-load",
         action=argparse.BooleanOptionalAction,
         default=None,
@@ -270,6 +276,7 @@ def parse_options(argv: list[str] | None) -> tuple[Options, argparse.Namespace]:
         upstream_gzip=args.upstream_gzip,
         gateway_workers=args.gateway_workers,
         gateway_fsync=args.gateway_fsync,
+        gateway_validation_nice=args.gateway_validation_nice,
         sink_workers=args.sink_workers,
         nginx_workers=args.nginx_workers,
         drain_timeout=args.drain_timeout,

@@ -206,6 +206,7 @@ def start_gateway(
     workers: int | None,
     fsync: str = "always",
     upstreams: int = 1,
+    validation_nice: int | None = None,
 ) -> Target:
     """`influx-gateway run -c <conf> --data-dir <root>/data` with a token made for the run;
     with `upstreams=2` it forwards everything twice, to two upstreams that are the same sink."""
@@ -215,6 +216,8 @@ def start_gateway(
     data = root / "data"
     gzip = "true" if upstream_gzip else "false"
     text = GATEWAY_CONF.format(port=port, sink_url=sink.url, gzip=gzip, fsync=fsync)
+    if validation_nice is not None:
+        text = text.replace("[server]\n", f"[server]\nvalidation_nice = {validation_nice}\n", 1)
     if upstreams == 2:
         text += SECOND_UPSTREAM.format(sink_url=sink.url, gzip=gzip)
     conf.write_text(text)

@@ -62,7 +62,7 @@ class ServerConfig:
     shutdown_timeout: Duration = Duration(10)
     max_concurrent_requests: int = 256
     workers: int = 1
-    validation_nice: int = 19  # added to the nice value of the body validation threads
+    validation_nice: int = 0  # added to the nice value of the body validation threads
 
 
 @dataclass(frozen=True)

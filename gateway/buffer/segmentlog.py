@@ -164,7 +164,7 @@ class SegmentLog:
         gets the position after them once durable. False, queuing nothing, when the log is not
         open, when (in "interval" mode) an `append` has not started its syncer yet, or when the
         log's writer thread is not running: the caller's thread does not start it, as it would
-        inherit that thread's CPU priority (the validation threads run below the loop's; see
+        inherit that thread's CPU priority (validation threads can run below the loop's; see
         http/offload.py), so the next `append` does."""
         if self._read_only or self._state != "open":
             return False

@@ -1,12 +1,20 @@
-"""The threads that decode, validate and frame large request bodies, below the loop's priority.
+"""The threads that decode, validate and frame large request bodies, optionally below the
+event loop's CPU priority.
 
 A large body is inflated, validated and framed for the log in a worker thread (write.py), so
 the event loop stays free. Under full load those threads are nearly all of the gateway's CPU
 work, and at the same priority the kernel makes the event loop, which reads every connection,
 answers /ping and health checks and forwards upstream, queue behind them for milliseconds.
-Run `server.validation_nice` (default 19) above the process's nice value, they take only the
-CPU the loop and the log's writer leave: /ping p99 under full load fell from 5.0-6.0 ms to
-3.6-4.4 ms in `bench/`, with throughput unchanged (the work is the same; only who waits changed).
+With `server.validation_nice` above 0 they run that many steps above the process's nice value
+and take only the CPU the loop and the log's writer leave: at 19, /ping p99 under full load fell
+from 4.4-5.8 ms to 3.5-4.9 ms in `bench/`, throughput unchanged.
+
+It is off (0) by default because nice weighs every task of one scheduling group (a cgroup, or
+the session's autogroup): where other CPU-bound processes share the gateway's group, they take
+the CPU from validation threads at 19, and a starved thread that holds the GIL stalls the event
+loop too. With two busy processes in the gateway's group the benchmark fell from 1.0 M to
+0.08 M lines/s and /ping p99 rose to 170-200 ms (12 ms at 0). So it is for a gateway with a
+group of its own: a container, or a systemd service with CPU accounting.
 
 Linux keeps a nice value per thread, and a thread inherits its creator's, so these threads start
 no thread of their own (segmentlog.SegmentLog.submit declines instead of starting its writer).

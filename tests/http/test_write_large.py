@@ -79,11 +79,11 @@ async def test_a_large_body_accepted_whole_is_delivered_once(
         assert sorted(received) == sorted(b"".join(bodies).splitlines()) == sorted(fake.lines())
 
 
-@pytest.mark.parametrize(("setting", "increment"), [("", 19), ("validation_nice = 4\n", 4)])
+@pytest.mark.parametrize(("setting", "increment"), [("", 0), ("validation_nice = 4\n", 4)])
 async def test_a_large_body_is_validated_below_the_loops_priority(
     gateway: Any, monkeypatch: pytest.MonkeyPatch, setting: str, increment: int
 ) -> None:
-    """The validation thread runs `server.validation_nice` (default 19) steps below the loop,
+    """The validation thread runs `server.validation_nice` (default 0) steps below the loop,
     which stays as it was; a small body is validated on the loop itself."""
     seen: list[int] = []
     decode_and_validate = write._decode_and_validate
