@@ -5,9 +5,10 @@ A large body is inflated, validated and framed for the log in a worker thread (w
 the event loop stays free. Under full load those threads are nearly all of the gateway's CPU
 work, and at the same priority the kernel makes the event loop, which reads every connection,
 answers /ping and health checks and forwards upstream, queue behind them for milliseconds.
-With `server.validation_nice` above 0 they run that many steps above the process's nice value
-and take only the CPU the loop and the log's writer leave: at 19, /ping p99 under full load fell
-from 4.4-5.8 ms to 3.5-4.9 ms in `bench/`, throughput unchanged.
+With `server.validation_nice` above 0 their nice value is that much higher than their
+creator's (a lower priority), and they take only the CPU the loop and the log's writer leave: at
+19, /ping p99 under full load fell from 4.4-5.8 ms to 3.5-4.9 ms in `bench/`, throughput
+unchanged.
 
 It is off (0) by default because nice weighs every task of one scheduling group (a cgroup, or
 the session's autogroup): where other CPU-bound processes share the gateway's group, they take
