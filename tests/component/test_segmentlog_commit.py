@@ -207,7 +207,8 @@ async def test_a_thread_never_starts_the_writer_thread(
         assert len(writers) == 1 and writers[0].native_id is not None
         own = os.getpriority(os.PRIO_PROCESS, 0)
         assert own == os.getpriority(os.PRIO_PROCESS, writers[0].native_id)
-        assert own + 5 == await loop.run_in_executor(niced, os.getpriority, os.PRIO_PROCESS, 0)
+        niced_nice = await loop.run_in_executor(niced, os.getpriority, os.PRIO_PROCESS, 0)
+        assert min(19, own + 5) == niced_nice  # 19 is the ceiling, under a niced test run too
     assert [_rec(2).payload, _rec(3).payload] == [record.payload for _, record in log.read()]
     await log.close()
 
