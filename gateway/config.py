@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from gateway.errors import ConfigError
+from gateway.units import format_duration, parse_duration, parse_size, parse_time
 
 FsyncMode = Literal["always", "interval", "never"]
 AckMode = Literal["buffer", "upstream"]
@@ -221,87 +222,9 @@ def _under(base: Path, path: str) -> Path:
 
 
 # --------------------------------------------------------------------------------------------
-# Value conversion
+# Value conversion (the units themselves: units.py)
 
-_DURATION_RE = re.compile(r"^\s*(-?\d+(?:\.\d+)?)\s*(ns|us|µs|ms|s|m|h|d|w)?\s*$")
-_DURATION_UNITS = {
-    "ns": 1e-9,
-    "us": 1e-6,
-    "µs": 1e-6,
-    "ms": 1e-3,
-    "s": 1.0,
-    "m": 60.0,
-    "h": 3600.0,
-    "d": 86400.0,
-    "w": 604800.0,
-}
-_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]i?B|B)?\s*$", re.IGNORECASE)
-_SIZE_UNITS = {
-    "b": 1,
-    "kb": 10**3,
-    "mb": 10**6,
-    "gb": 10**9,
-    "tb": 10**12,
-    "kib": 2**10,
-    "mib": 2**20,
-    "gib": 2**30,
-    "tib": 2**40,
-}
 _ENV_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
-
-
-def parse_duration(value: object) -> float:
-    """Seconds from "500ms" / "30s" / "1h" / "30d" or a number of seconds."""
-    if isinstance(value, bool):
-        raise ValueError(f'expected a duration like "30s", got {value!r}')
-    if isinstance(value, int | float):
-        return float(value)
-    if isinstance(value, str):
-        m = _DURATION_RE.match(value)
-        if m and (m.group(2) or m.group(1) == "0"):
-            return float(m.group(1)) * _DURATION_UNITS[m.group(2) or "s"]
-    raise ValueError(f'expected a duration like "30s", "5m", "1h", "30d", got {value!r}')
-
-
-def parse_size(value: object) -> int:
-    """Bytes from "10GiB" / "50MB" / "64KiB" or a plain number."""
-    if isinstance(value, bool):
-        raise ValueError(f'expected a size like "64MiB", got {value!r}')
-    if isinstance(value, int):
-        if value < 0:
-            raise ValueError(f"a size cannot be negative, got {value}")
-        return value
-    if isinstance(value, str):
-        m = _SIZE_RE.match(value)
-        if m:
-            return int(float(m.group(1)) * _SIZE_UNITS[(m.group(2) or "b").lower()])
-    raise ValueError(f'expected a size like "64MiB", "10GiB", "50MB" or bytes, got {value!r}')
-
-
-def parse_time(value: object) -> int:
-    """Nanoseconds since the epoch from an RFC3339 string or a TOML datetime (naive = UTC)."""
-    if isinstance(value, str):
-        try:
-            value = datetime.fromisoformat(value.replace("Z", "+00:00"))
-        except ValueError:
-            raise ValueError(
-                f"expected an RFC3339 time like 2024-01-01T00:00:00Z, got {value!r}"
-            ) from None
-    if isinstance(value, datetime):
-        if value.tzinfo is None:
-            value = value.replace(tzinfo=UTC)
-        delta = value - datetime(1970, 1, 1, tzinfo=UTC)
-        return (delta.days * 86400 + delta.seconds) * 10**9 + delta.microseconds * 1000
-    raise ValueError(f"expected an RFC3339 time, got {value!r}")
-
-
-def format_duration(seconds: float) -> str:
-    """The shortest exact spelling of a duration: 2592000 -> "30d", 0.5 -> "500ms"."""
-    for unit in ("w", "d", "h", "m", "s", "ms", "us", "ns"):
-        count = seconds / _DURATION_UNITS[unit]
-        if count >= 1 and abs(count - round(count)) < 1e-9:
-            return f"{round(count)}{unit}"
-    return f"{seconds:.9f}".rstrip("0").rstrip(".") + "s"
 
 
 def expand_env(value: str, env: Mapping[str, str]) -> str:

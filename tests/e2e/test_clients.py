@@ -275,6 +275,29 @@ def test_export_filters_and_stats(running_gateway: RunningGateway) -> None:
     assert (3, 3, 2) == (row["points"], row["series"], row["measurements"])
 
 
+def test_export_bounds_are_exact_to_the_nanosecond(running_gateway: RunningGateway) -> None:
+    """--start (inclusive) and --end (exclusive) in RFC3339 with nine fraction digits cut
+    between points a few nanoseconds apart."""
+    base = (NOW_S - 15) * 10**9
+    points = [base + 123_456_500, base + 123_456_789, base + 123_456_790]
+    status, _ = post(
+        f"{running_gateway.url}/api/v2/write?bucket=ns",
+        "".join(f"m v={i} {ts}\n" for i, ts in enumerate(points)).encode(),
+        {"Authorization": f"Token {running_gateway.token}"},
+    )
+    assert 204 == status
+    second = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(NOW_S - 15))
+    exported = export(
+        running_gateway,
+        "ns",
+        "--start",
+        f"{second}.123456789Z",
+        "--end",
+        f"{second}.123456790Z",
+    )
+    assert [f"m v=1 {points[1]}"] == exported
+
+
 def test_sigterm_exits_zero_and_data_survives(
     running_gateway: RunningGateway, tmp_path: Path
 ) -> None:
