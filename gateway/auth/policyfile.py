@@ -64,7 +64,8 @@ read = ["*"]
 """
 
 _NEW_POLICY_HEADER = """\
-# influx-gateway token policy: one [[tokens]] entry per token (see SPEC section 4).
+# influx-gateway token policy: one [[tokens]] entry per token (name, hash = "sha256:<hex>",
+# write/read database globs, optional expires and rate_limit). Only token hashes are stored.
 # Manage it with `influx-gateway token create|list|revoke`.
 """
 
