@@ -18,6 +18,7 @@ import shutil
 import subprocess
 import sys
 import tomllib
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -136,6 +137,57 @@ def test_the_image_copies_only_what_exists_and_is_in_its_build_context() -> None
             source == entry or source.startswith(f"{entry}/") or fnmatch.fnmatch(source, entry)
             for entry in allowed
         ), f"{source} is excluded from the build context by .dockerignore"
+
+
+def build_context(destination: Path) -> Path:
+    """The files `docker build .` sends: the repository filtered by .dockerignore (its rules in
+    order, the last match deciding; `*` and `**` as Docker reads them)."""
+    rules = [
+        (line.startswith("!"), line.lstrip("!").rstrip("/"))
+        for line in (REPO / ".dockerignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+
+    def matches(pattern: str, relative: str) -> bool:
+        regex = re.escape(pattern).replace(r"\*\*/", "(.*/)?").replace(r"\*", "[^/]*")
+        return re.fullmatch(f"{regex}(/.*)?", relative) is not None
+
+    for path in sorted(REPO.rglob("*")):
+        relative = path.relative_to(REPO).as_posix()
+        if not path.is_file() or relative.startswith((".git/", ".venv/")):
+            continue
+        included = True
+        for keep, pattern in rules:
+            if matches(pattern, relative):
+                included = keep
+        if included:
+            (destination / relative).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(path, destination / relative)
+    return destination
+
+
+@pytest.mark.slow
+def test_the_build_context_builds_the_package_with_its_accelerator(tmp_path: Path) -> None:
+    """What the image's build stage installs builds from its build context alone (as pip does
+    there, in an isolated build), with the C accelerator compiled and the console script."""
+    context = build_context(tmp_path / "context")
+    assert (context / "deploy" / "influx-gateway.toml").is_file()
+    assert not list(context.rglob("*.so")) and not list(context.rglob("__pycache__"))
+    result = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path / "out"), "."],
+        cwd=context,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert 0 == result.returncode, result.stderr[-3000:]
+    (wheel,) = (tmp_path / "out").glob("influx_gateway-*.whl")
+    with zipfile.ZipFile(wheel) as built:
+        names = built.namelist()
+        entry_points = next(n for n in names if n.endswith("entry_points.txt"))
+        console = built.read(entry_points).decode()
+    assert any(re.fullmatch(r"gateway/lineprotocol/_speedups\..*\.so", n) for n in names)
+    assert "influx-gateway = gateway.cli:main" in console
 
 
 def test_the_image_starts_the_gateway_on_the_config_it_ships() -> None:
