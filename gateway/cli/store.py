@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 import orjson
@@ -13,13 +13,16 @@ from gateway.cli.common import config_options, fail, format_ns, load, print_tabl
 from gateway.config import Config
 from gateway.errors import StorageError
 
+if TYPE_CHECKING:  # the store is imported only by the commands that read it
+    from gateway.store.shards import StoreShards
+
 
 @click.group("store")
 def store_group() -> None:
     """Read the local store."""
 
 
-def open_store(config: Config) -> Any:
+def open_store(config: Config) -> StoreShards:
     """The local store of every worker shard, read as one."""
     from gateway.store import LocalStore
     from gateway.store.shards import StoreShards
@@ -37,7 +40,7 @@ def open_store(config: Config) -> Any:
     return StoreShards(stores)
 
 
-def report_damage(store: Any) -> None:
+def report_damage(store: StoreShards) -> None:
     """After reading the store: a warning per damaged part that was skipped, then exit 1 when
     there was any (what could be read was still output)."""
     for message in dict.fromkeys(map(str, store.damage)):  # a second read meets it again
