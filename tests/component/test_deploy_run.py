@@ -10,7 +10,6 @@ command line; the systemd unit is checked by systemd itself (`systemd-analyze ve
 
 from __future__ import annotations
 
-import fnmatch
 import json
 import re
 import shlex
@@ -116,14 +115,23 @@ def test_the_image_runs_as_an_unprivileged_user() -> None:
     assert f"--gid {gid}" in runs
 
 
+def in_build_context(relative: str) -> bool:
+    """Whether `docker build .` sends this repository path: .dockerignore's rules in order, the
+    last match deciding (`*` and `**` as Docker reads them)."""
+    included = True
+    for line in (REPO / ".dockerignore").read_text().splitlines():
+        if not line.strip() or line.startswith("#"):
+            continue
+        pattern = line.lstrip("!").rstrip("/")
+        regex = re.escape(pattern).replace(r"\*\*/", "(.*/)?").replace(r"\*", "[^/]*")
+        if re.fullmatch(f"{regex}(/.*)?", relative):
+            included = line.startswith("!")
+    return included
+
+
 def test_the_image_copies_only_what_exists_and_is_in_its_build_context() -> None:
     """Every COPY from the build context names a file of the repository that .dockerignore
     lets through (the context is the repository's root)."""
-    allowed = [
-        line[1:].rstrip("/")
-        for line in (REPO / ".dockerignore").read_text().splitlines()
-        if line.startswith("!")
-    ]
     sources = [
         source
         for name, args in dockerfile_instructions()
@@ -133,34 +141,18 @@ def test_the_image_copies_only_what_exists_and_is_in_its_build_context() -> None
     assert sources
     for source in sources:
         assert (REPO / source).exists(), source
-        assert any(
-            source == entry or source.startswith(f"{entry}/") or fnmatch.fnmatch(source, entry)
-            for entry in allowed
-        ), f"{source} is excluded from the build context by .dockerignore"
+        assert in_build_context(source), (
+            f"{source} is excluded from the build context by .dockerignore"
+        )
 
 
 def build_context(destination: Path) -> Path:
-    """The files `docker build .` sends: the repository filtered by .dockerignore (its rules in
-    order, the last match deciding; `*` and `**` as Docker reads them)."""
-    rules = [
-        (line.startswith("!"), line.lstrip("!").rstrip("/"))
-        for line in (REPO / ".dockerignore").read_text().splitlines()
-        if line.strip() and not line.startswith("#")
-    ]
-
-    def matches(pattern: str, relative: str) -> bool:
-        regex = re.escape(pattern).replace(r"\*\*/", "(.*/)?").replace(r"\*", "[^/]*")
-        return re.fullmatch(f"{regex}(/.*)?", relative) is not None
-
+    """The files `docker build .` sends, copied to `destination`."""
     for path in sorted(REPO.rglob("*")):
         relative = path.relative_to(REPO).as_posix()
         if not path.is_file() or relative.startswith((".git/", ".venv/")):
             continue
-        included = True
-        for keep, pattern in rules:
-            if matches(pattern, relative):
-                included = keep
-        if included:
+        if in_build_context(relative):
             (destination / relative).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(path, destination / relative)
     return destination
@@ -369,6 +361,18 @@ def gateway_container() -> dict[str, Any]:
     return container
 
 
+def kubernetes_config(tmp_path: Path) -> Config:
+    """The ConfigMap's config, loaded with a value for each variable the pod's environment
+    takes from a Secret."""
+    env = {
+        e["name"]: "from-a-secret"
+        for e in gateway_container()["env"]
+        if "secretKeyRef" in e["valueFrom"]
+    }
+    text = manifests()["ConfigMap"]["data"]["influx-gateway.toml"]
+    return load_toml_text(text, tmp_path, env=env)
+
+
 def test_kubernetes_pod_runs_unprivileged_on_a_read_only_root() -> None:
     """Non-root uid/gid, no privilege escalation, no capabilities, read-only root, seccomp."""
     pod = manifests()["StatefulSet"]["spec"]["template"]["spec"]
@@ -388,8 +392,7 @@ def test_kubernetes_config_loads_and_every_path_it_names_is_mounted(tmp_path: Pa
     the data on the persistent volume, the policy from its Secret."""
     objects = manifests()
     container = gateway_container()
-    env = {e["name"]: "from-a-secret" for e in container["env"] if "secretKeyRef" in e["valueFrom"]}
-    config = load_toml_text(objects["ConfigMap"]["data"]["influx-gateway.toml"], tmp_path, env=env)
+    config = kubernetes_config(tmp_path)
     mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
     volumes = {v["name"]: v for v in objects["StatefulSet"]["spec"]["template"]["spec"]["volumes"]}
     claims = [c["metadata"]["name"] for c in objects["StatefulSet"]["spec"]["volumeClaimTemplates"]]
@@ -408,8 +411,7 @@ def test_kubernetes_probes_and_service_use_the_gateway_port(tmp_path: Path) -> N
     the Service sends to it."""
     objects = manifests()
     container = gateway_container()
-    env = {e["name"]: "x" for e in container["env"]}
-    config = load_toml_text(objects["ConfigMap"]["data"]["influx-gateway.toml"], tmp_path, env=env)
+    config = kubernetes_config(tmp_path)
     (port,) = container["ports"]
     assert listen_port(config) == port["containerPort"]
     assert {"path": "/ready", "port": port["name"]} == container["readinessProbe"]["httpGet"]
